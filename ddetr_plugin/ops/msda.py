@@ -48,8 +48,11 @@ torch.library.register_autograd(
     _OP, _backward, setup_context=_setup_context)
 
 
+@torch.compiler.assume_constant_result
 def has_kernel(device_type: str) -> bool:
     """Whether a compiled MSDA kernel is registered for ``device_type``.
+
+    A constant for ``torch.compile`` (kernels are registered at import).
 
     Args:
         device_type (str): a ``torch.device.type`` such as ``'cpu'``,

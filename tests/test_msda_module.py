@@ -1,0 +1,86 @@
+"""MultiScaleDeformableAttention: a drop-in for mmcv's, given the same weights."""
+import pytest
+import torch
+from mmcv.ops import MultiScaleDeformableAttention as MmcvMSDA
+
+from ddetr_plugin.models.layers.msda_attention import \
+    MultiScaleDeformableAttention
+
+SHAPES = ((10, 12), (5, 6), (3, 3))
+
+
+def _pair(**kwargs):
+    torch.manual_seed(0)
+    ref = MmcvMSDA(embed_dims=32, num_heads=4, num_levels=len(SHAPES),
+                   num_points=3, **kwargs).eval()
+    ours = MultiScaleDeformableAttention(embed_dims=32, num_heads=4,
+                                         num_levels=len(SHAPES),
+                                         num_points=3, **kwargs).eval()
+    # identical initialisation scheme for the deterministic parts
+    torch.testing.assert_close(ours.sampling_offsets.bias,
+                               ref.sampling_offsets.bias)
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    # random weights, so the comparison covers every parameter
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ours, ref
+
+
+def _inputs(batch, num_queries, box_refs, batch_first):
+    gen = torch.Generator().manual_seed(1)
+    spatial_shapes = torch.tensor(SHAPES)
+    areas = spatial_shapes.prod(1)
+    level_start_index = torch.cat((areas.new_zeros(1), areas.cumsum(0)[:-1]))
+    num_value = int(areas.sum())
+    query = torch.randn(batch, num_queries, 32, generator=gen)
+    value = torch.randn(batch, num_value, 32, generator=gen)
+    query_pos = torch.randn(batch, num_queries, 32, generator=gen)
+    refs = torch.rand(batch, num_queries, len(SHAPES), 4 if box_refs else 2,
+                      generator=gen)
+    mask = torch.zeros(batch, num_value, dtype=torch.bool)
+    mask[-1, -7:] = True
+    if not batch_first:
+        query, value, query_pos = (t.transpose(0, 1)
+                                   for t in (query, value, query_pos))
+    return dict(query=query, value=value, query_pos=query_pos,
+                key_padding_mask=mask, reference_points=refs,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index)
+
+
+@pytest.mark.parametrize('batch_first', [True, False])
+@pytest.mark.parametrize('box_refs', [False, True])
+@pytest.mark.parametrize('batch', [1, 3])
+def test_matches_mmcv(batch_first, box_refs, batch):
+    ours, ref = _pair(batch_first=batch_first)
+    kwargs = _inputs(batch, 7, box_refs, batch_first)
+    out = ours(**kwargs)
+    want = ref(**kwargs)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), list(ours.parameters()))
+    grads_ref = torch.autograd.grad(want.square().sum(),
+                                    list(ref.parameters()))
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_rejects_bad_reference_points():
+    ours, _ = _pair(batch_first=True)
+    kwargs = _inputs(1, 7, False, True)
+    kwargs['reference_points'] = kwargs['reference_points'][..., :1]
+    with pytest.raises(ValueError, match='reference_points must end in 2'):
+        ours(**kwargs)
+
+
+def test_rejects_indivisible_heads():
+    with pytest.raises(ValueError, match='divisible by num_heads'):
+        MultiScaleDeformableAttention(embed_dims=30, num_heads=4)
+
+
+def test_torch_compile_fullgraph_module():
+    ours, _ = _pair(batch_first=True)
+    kwargs = _inputs(2, 7, False, True)
+    compiled = torch.compile(ours, fullgraph=True)
+    torch.testing.assert_close(compiled(**kwargs), ours(**kwargs),
+                               atol=1e-5, rtol=1e-5)
