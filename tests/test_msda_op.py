@@ -174,7 +174,7 @@ BAD_INPUTS = [
     (3, lambda t: t[..., :1], ValueError, 'sampling_locations must have'),
     (3, lambda t: t[:1], ValueError, 'sampling_locations must have'),
     (4, lambda t: t[..., :1], ValueError, 'attention_weights must have'),
-    (1, lambda t: t * 2, ValueError, 'sum(H * W)'),
+    (0, lambda t: torch.cat((t, t[:, :1]), 1), ValueError, 'sum(H * W)'),
     (2, lambda t: t + 1, ValueError, 'level_start_index[0]'),
     (1, lambda t: t.int(), TypeError, 'spatial_shapes must be int64'),
     (3, lambda t: t.float(), TypeError, 'sampling_locations dtype'),

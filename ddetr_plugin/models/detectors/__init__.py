@@ -1,0 +1,3 @@
+from .deformable_detr import DeformableDETR
+
+__all__ = ['DeformableDETR']

@@ -1,0 +1,361 @@
+"""The deformable transformer: multi-scale feature maps in, decoded object
+queries out (Zhu et al., arXiv 2010.04159, Sec. 4.1, and Sec. 4.2 /
+Appendix A.4 for the two-stage variant)."""
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from mmdet.models.layers import inverse_sigmoid
+from mmengine.model import BaseModule, xavier_init
+from torch import Tensor, nn
+
+from ddetr_plugin.registry import MODELS
+from .msda_attention import MultiScaleDeformableAttention
+from .positional_encoding import sine_embedding
+
+
+@MODELS.register_module()
+class DeformableDETRTransformer(BaseModule):
+    """Encoder, query generation and decoder of Deformable DETR.
+
+    Owns the positional encoding, the learned ``level_embed`` (Sec. 4.1,
+    "scale-level embedding"), the encoder and the decoder, and the query
+    generation:
+
+    * single stage: learned ``query_embedding`` (split into positional and
+      content queries) and ``reference_points_fc`` predicting each query's
+      reference point;
+    * ``as_two_stage``: every unpadded pixel of the encoder memory is a
+      proposal (``memory_trans_fc``/``memory_trans_norm``), scored and
+      regressed by the encoder branches of the head; the ``num_queries``
+      highest-scoring ones (no NMS) become the decoder's reference boxes,
+      and their sine embeddings (``pos_trans_fc``/``pos_trans_norm``) the
+      queries.
+
+    Args:
+        encoder (dict): config of ``DeformableDETRTransformerEncoder``.
+        decoder (dict): config of ``DeformableDETRTransformerDecoder``.
+        positional_encoding (dict): config of ``SinePositionalEncoding``
+            with ``2 * num_feats == embed_dims``.
+        num_queries (int): object queries. Default 300.
+        num_feature_levels (int): feature levels; must equal the
+            ``num_levels`` of the attention modules. Default 4.
+        as_two_stage (bool): two-stage Deformable DETR. Normally set by the
+            detector.
+        mask_invalid_proposals (bool): two-stage only; exclude proposals at
+            padded pixels (and with out-of-range boxes) from the top-k. The
+            reference code and mmdet 3.3 do not (those pixels share one
+            score and may be picked, with degenerate boxes), so the default
+            False reproduces their outputs.
+        init_cfg (dict, optional): mmengine initialisation config.
+
+    Raises:
+        ValueError: ``num_feature_levels`` differs from an attention
+            module's ``num_levels``, or the positional encoding size differs
+            from ``embed_dims``.
+    """
+
+    def __init__(self,
+                 encoder: dict,
+                 decoder: dict,
+                 positional_encoding: dict,
+                 num_queries: int = 300,
+                 num_feature_levels: int = 4,
+                 as_two_stage: bool = False,
+                 mask_invalid_proposals: bool = False,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.num_queries = num_queries
+        self.num_feature_levels = num_feature_levels
+        self.as_two_stage = as_two_stage
+        self.mask_invalid_proposals = mask_invalid_proposals
+        self.positional_encoding = MODELS.build(positional_encoding)
+        self.encoder = MODELS.build(encoder)
+        self.decoder = MODELS.build(decoder)
+        self.embed_dims = self.encoder.embed_dims
+        self._check_dims()
+
+        self.level_embed = nn.Parameter(
+            torch.zeros(num_feature_levels, self.embed_dims))
+        if as_two_stage:
+            self.memory_trans_fc = nn.Linear(self.embed_dims, self.embed_dims)
+            self.memory_trans_norm = nn.LayerNorm(self.embed_dims)
+            self.pos_trans_fc = nn.Linear(self.embed_dims * 2,
+                                          self.embed_dims * 2)
+            self.pos_trans_norm = nn.LayerNorm(self.embed_dims * 2)
+        else:
+            # positional and content query, hence 2 * embed_dims
+            self.query_embedding = nn.Embedding(num_queries,
+                                                self.embed_dims * 2)
+            self.reference_points_fc = nn.Linear(self.embed_dims, 2)
+
+    def _check_dims(self) -> None:
+        if 2 * self.positional_encoding.num_feats != self.embed_dims:
+            raise ValueError(
+                'positional_encoding.num_feats must be embed_dims / 2, got '
+                f'{self.positional_encoding.num_feats} and {self.embed_dims}')
+        for name, module in self.named_modules():
+            if isinstance(module, MultiScaleDeformableAttention) and \
+                    module.num_levels != self.num_feature_levels:
+                raise ValueError(
+                    f'{name}.num_levels={module.num_levels} differs from '
+                    f'num_feature_levels={self.num_feature_levels}')
+
+    def init_weights(self) -> None:
+        """Xavier-uniform for every matrix of encoder and decoder, then each
+        deformable attention's own init (as the reference code and mmdet)."""
+        super().init_weights()
+        for coder in self.encoder, self.decoder:
+            for p in coder.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MultiScaleDeformableAttention):
+                m.init_weights()
+        if self.as_two_stage:
+            nn.init.xavier_uniform_(self.memory_trans_fc.weight)
+            nn.init.xavier_uniform_(self.pos_trans_fc.weight)
+        else:
+            xavier_init(
+                self.reference_points_fc, distribution='uniform', bias=0.)
+        nn.init.normal_(self.level_embed)
+
+    def forward(
+        self,
+        mlvl_feats: Sequence[Tensor],
+        mlvl_masks: Sequence[Tensor],
+        reg_branches: Optional[Sequence[nn.Module]] = None,
+        proposal_branches: Optional[Tuple[nn.Module, nn.Module]] = None
+    ) -> Dict[str, Optional[Tensor]]:
+        """Encode the feature maps and decode the object queries.
+
+        Args:
+            mlvl_feats (Sequence[Tensor]): ``num_feature_levels`` maps
+                (B, C, H_l, W_l), float32.
+            mlvl_masks (Sequence[Tensor]): matching (B, H_l, W_l) bool
+                padding masks, True where padded.
+            reg_branches (Sequence[nn.Module], optional): per decoder layer
+                box-delta branches for iterative box refinement
+                (``with_box_refine``); None disables refinement.
+            proposal_branches (tuple, optional): ``(cls_branch,
+                reg_branch)`` scoring and regressing the encoder proposals;
+                required with ``as_two_stage``.
+
+        Returns:
+            dict: ``hidden_states`` (num_decoder_layers, B, Q, C);
+            ``references``, list of ``num_decoder_layers + 1`` normalised
+            (B, Q, 2 or 4) references (see the decoder);
+            ``enc_outputs_class`` (B, S, num_classes) logits and
+            ``enc_outputs_coord`` (B, S, 4) normalised ``(cx, cy, w, h)``
+            of the encoder proposals, None unless ``as_two_stage``.
+
+        Raises:
+            ValueError: a number of levels other than
+                ``num_feature_levels``; ``as_two_stage`` without
+                ``proposal_branches``.
+        """
+        if len(mlvl_feats) != self.num_feature_levels:
+            raise ValueError(f'expected {self.num_feature_levels} feature '
+                             f'levels, got {len(mlvl_feats)}')
+        (feat_flatten, mask_flatten, lvl_pos_embed_flatten, spatial_shapes,
+         level_start_index, valid_ratios) = self.flatten_levels(
+             mlvl_feats, mlvl_masks)
+        memory = self.encoder(
+            query=feat_flatten,
+            query_pos=lvl_pos_embed_flatten,
+            key_padding_mask=mask_flatten,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios)
+
+        enc_outputs_class = enc_outputs_coord = None
+        if self.as_two_stage:
+            if proposal_branches is None:
+                raise ValueError('as_two_stage needs proposal_branches')
+            (query, query_pos, reference_points, enc_outputs_class,
+             enc_outputs_coord) = self.two_stage_queries(
+                 memory, mask_flatten, spatial_shapes, *proposal_branches)
+        else:
+            query, query_pos, reference_points = self.learned_queries(
+                memory.size(0))
+
+        hidden_states, references = self.decoder(
+            query=query,
+            query_pos=query_pos,
+            value=memory,
+            key_padding_mask=mask_flatten,
+            reference_points=reference_points,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+            reg_branches=reg_branches)
+        return dict(
+            hidden_states=hidden_states,
+            references=references,
+            enc_outputs_class=enc_outputs_class,
+            enc_outputs_coord=enc_outputs_coord)
+
+    def flatten_levels(self, mlvl_feats: Sequence[Tensor],
+                       mlvl_masks: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """Flatten all levels into one token sequence (Sec. 4.1).
+
+        Args:
+            mlvl_feats (Sequence[Tensor]): (B, C, H_l, W_l) per level.
+            mlvl_masks (Sequence[Tensor]): (B, H_l, W_l) bool per level.
+
+        Returns:
+            tuple: ``feat_flatten`` (B, S, C), ``mask_flatten`` (B, S) bool,
+            ``lvl_pos_embed_flatten`` (B, S, C) positional + level
+            embedding, ``spatial_shapes`` (num_levels, 2) int64 ``(H, W)``,
+            ``level_start_index`` (num_levels,) int64 and ``valid_ratios``
+            (B, num_levels, 2) float32 ``(w, h)``.
+        """
+        feat_flatten, mask_flatten, lvl_pos_embed_flatten = [], [], []
+        for lvl, (feat, mask) in enumerate(zip(mlvl_feats, mlvl_masks)):
+            pos_embed = self.positional_encoding(mask)
+            # (B, C, H, W) -> (B, H*W, C)
+            feat_flatten.append(feat.flatten(2).transpose(1, 2))
+            lvl_pos_embed_flatten.append(
+                pos_embed.flatten(2).transpose(1, 2) +
+                self.level_embed[lvl].view(1, 1, -1))
+            mask_flatten.append(mask.flatten(1))
+        spatial_shapes = torch.as_tensor(
+            [feat.shape[-2:] for feat in mlvl_feats],
+            dtype=torch.long,
+            device=mlvl_feats[0].device)
+        level_start_index = torch.cat((spatial_shapes.new_zeros(
+            (1, )), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        valid_ratios = torch.stack(
+            [self.get_valid_ratio(mask) for mask in mlvl_masks], 1)
+        return (torch.cat(feat_flatten, 1), torch.cat(mask_flatten, 1),
+                torch.cat(lvl_pos_embed_flatten, 1), spatial_shapes,
+                level_start_index, valid_ratios)
+
+    @staticmethod
+    def get_valid_ratio(mask: Tensor) -> Tensor:
+        """Unpadded fraction of a padding mask along each axis.
+
+        Args:
+            mask (Tensor): (B, H, W) bool, True where padded; the valid
+                region is the top-left ``valid_H x valid_W`` rectangle.
+
+        Returns:
+            Tensor: (B, 2) float32 ``(valid_W / W, valid_H / H)``.
+        """
+        _, H, W = mask.shape
+        valid_H = torch.sum(~mask[:, :, 0], 1)
+        valid_W = torch.sum(~mask[:, 0, :], 1)
+        return torch.stack([valid_W.float() / W, valid_H.float() / H], -1)
+
+    def learned_queries(self, batch_size: int) -> Tuple[Tensor, ...]:
+        """Queries of single-stage Deformable DETR.
+
+        Args:
+            batch_size (int): B.
+
+        Returns:
+            tuple: ``query`` and ``query_pos`` (B, Q, C) and
+            ``reference_points`` (B, Q, 2) normalised ``(cx, cy)``.
+        """
+        query_pos, query = torch.split(
+            self.query_embedding.weight, self.embed_dims, dim=1)
+        query_pos = query_pos.unsqueeze(0).expand(batch_size, -1, -1)
+        query = query.unsqueeze(0).expand(batch_size, -1, -1)
+        reference_points = self.reference_points_fc(query_pos).sigmoid()
+        return query, query_pos, reference_points
+
+    def two_stage_queries(self, memory: Tensor, memory_mask: Tensor,
+                          spatial_shapes: Tensor, cls_branch: nn.Module,
+                          reg_branch: nn.Module) -> Tuple[Tensor, ...]:
+        """Queries of two-stage Deformable DETR (Sec. 4.2, Appendix A.4).
+
+        Every pixel proposes a box, scored with channel 0 of
+        ``cls_branch`` (the proposal loss uses class 0 as foreground) and
+        refined by ``reg_branch``; the top ``num_queries`` (no NMS) become
+        the detached reference boxes, and their sine embeddings the
+        positional and content queries.
+
+        Args:
+            memory (Tensor): (B, S, C) encoder memory.
+            memory_mask (Tensor): (B, S) bool, True at padded pixels.
+            spatial_shapes (Tensor): (num_levels, 2) int64 ``(H, W)``.
+            cls_branch (nn.Module): (B, S, C) -> (B, S, num_classes) logits.
+            reg_branch (nn.Module): (B, S, C) -> (B, S, 4) box deltas.
+
+        Returns:
+            tuple: ``query``, ``query_pos`` (B, Q, C), ``reference_points``
+            (B, Q, 4) normalised ``(cx, cy, w, h)``, ``enc_outputs_class``
+            (B, S, num_classes) and ``enc_outputs_coord`` (B, S, 4)
+            normalised ``(cx, cy, w, h)``.
+        """
+        output_memory, output_proposals = self.gen_encoder_output_proposals(
+            memory, memory_mask, spatial_shapes)
+        enc_outputs_class = cls_branch(output_memory)
+        enc_outputs_coord_unact = reg_branch(output_memory) + output_proposals
+        scores = enc_outputs_class[..., 0]
+        if self.mask_invalid_proposals:
+            scores = scores.masked_fill(output_proposals[..., 0].isinf(),
+                                        float('-inf'))
+        topk_proposals = torch.topk(scores, self.num_queries, dim=1)[1]
+        topk_coords_unact = torch.gather(
+            enc_outputs_coord_unact, 1,
+            topk_proposals.unsqueeze(-1).repeat(1, 1, 4)).detach()
+        reference_points = topk_coords_unact.sigmoid()
+        pos_trans_out = self.pos_trans_norm(
+            self.pos_trans_fc(
+                sine_embedding(reference_points * (2 * math.pi),
+                               self.embed_dims // 2)))
+        query_pos, query = torch.split(pos_trans_out, self.embed_dims, dim=2)
+        return (query, query_pos, reference_points, enc_outputs_class,
+                enc_outputs_coord_unact.sigmoid())
+
+    def gen_encoder_output_proposals(
+            self, memory: Tensor, memory_mask: Tensor,
+            spatial_shapes: Tensor) -> Tuple[Tensor, Tensor]:
+        """One proposal per pixel (Appendix A.4, "Two-Stage Deformable DETR").
+
+        The proposal of the pixel at ``(x, y)`` of level ``l`` is centred on
+        it, relative to the level's unpadded size, with width and height
+        ``0.05 * 2**l``. Proposals at padded pixels or with a coordinate
+        outside (0.01, 0.99) are invalid: their unactivated coordinates are
+        ``+inf`` and their memory is zeroed.
+
+        Args:
+            memory (Tensor): (B, S, C) encoder memory.
+            memory_mask (Tensor): (B, S) bool, True at padded pixels.
+            spatial_shapes (Tensor): (num_levels, 2) int64 ``(H, W)``.
+
+        Returns:
+            tuple: ``output_memory`` (B, S, C), the transformed memory, and
+            ``output_proposals`` (B, S, 4) unactivated (inverse-sigmoid)
+            normalised ``(cx, cy, w, h)``, ``+inf`` where invalid.
+        """
+        bs = memory.size(0)
+        proposals = []
+        start = 0  # index of the level's first token
+        for lvl, (H, W) in enumerate(spatial_shapes.tolist()):
+            mask = memory_mask[:, start:start + H * W].view(bs, H, W)
+            valid_H = torch.sum(~mask[:, :, 0], 1).unsqueeze(-1)
+            valid_W = torch.sum(~mask[:, 0, :], 1).unsqueeze(-1)
+            scale = torch.cat([valid_W, valid_H], 1).view(bs, 1, 1, 2)
+            grid_y, grid_x = torch.meshgrid(
+                torch.linspace(
+                    0, H - 1, H, dtype=torch.float32, device=memory.device),
+                torch.linspace(
+                    0, W - 1, W, dtype=torch.float32, device=memory.device),
+                indexing='ij')
+            grid = torch.cat([grid_x.unsqueeze(-1), grid_y.unsqueeze(-1)], -1)
+            grid = (grid.unsqueeze(0).expand(bs, -1, -1, -1) + 0.5) / scale
+            wh = torch.ones_like(grid) * 0.05 * (2.0**lvl)
+            proposals.append(torch.cat((grid, wh), -1).view(bs, -1, 4))
+            start += H * W
+        output_proposals = torch.cat(proposals, 1)
+        valid = ((output_proposals > 0.01) &
+                 (output_proposals < 0.99)).all(-1, keepdim=True)
+        invalid = memory_mask.unsqueeze(-1) | ~valid
+        output_proposals = inverse_sigmoid(output_proposals).masked_fill(
+            invalid, float('inf'))
+        output_memory = memory.masked_fill(invalid, float(0))
+        output_memory = self.memory_trans_norm(
+            self.memory_trans_fc(output_memory))
+        return output_memory, output_proposals

@@ -1,0 +1,3 @@
+from .deformable_detr_neck import DeformableDETRNeck
+
+__all__ = ['DeformableDETRNeck']

@@ -1,0 +1,3 @@
+from .hungarian_assigner import HungarianAssigner
+
+__all__ = ['HungarianAssigner']
