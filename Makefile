@@ -56,10 +56,14 @@ data/bccd/annotations/test.json: | $(VENV)/.built
 
 data: data/bccd/annotations/test.json
 
+# the checkpoint with the best val mAP, evaluated on the held-out test split
+DEMO_BEST = $$(ls -t $(DEMO_DIR)/best_coco_bbox_mAP_epoch_*.pth | head -n 1)
+DEMO_IMAGES := BloodImage_00007 BloodImage_00011 BloodImage_00015 BloodImage_00016
+
 demo: install data
 	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
-	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_DIR)/last_checkpoint --work-dir $(DEMO_DIR)
-	$(PY) tools/infer.py $(DEMO_CONFIG) $(DEMO_DIR)/last_checkpoint data/bccd/test_images --out-dir $(DEMO_DIR)/vis
+	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_BEST) --work-dir $(DEMO_DIR)/test
+	$(PY) tools/infer.py $(DEMO_CONFIG) $(DEMO_BEST) $(DEMO_IMAGES:%=$(BCCD_SRC)/JPEGImages/%.jpg) --out-dir $(DEMO_DIR)/infer
 
 bench: install
 	$(PY) benchmarks/bench_msda.py

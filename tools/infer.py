@@ -2,7 +2,7 @@
 
 Usage (from the repo root)::
 
-    python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_DIR --out-dir DIR \
+    python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_DIR [...] --out-dir DIR \
         [--score-thr 0.3] [--device cpu]
 
 For every image ``<name>.<ext>`` it writes
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import ddetr_plugin  # noqa: F401  (first: registry scope, safe loading)
 import ddetr_plugin.registry  # noqa: F401
-from ddetr_plugin.engine.checkpoint import register_safe_checkpoint_types
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
@@ -40,8 +39,8 @@ def parse_args(argv=None):
         'writes preds/<name>.json and vis/<name> into --out-dir.')
     parser.add_argument('config', help='model config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('inputs', metavar='IMAGE_OR_DIR',
-                        help='an image file or a folder of images')
+    parser.add_argument('inputs', metavar='IMAGE_OR_DIR', nargs='+',
+                        help='image files or folders of images')
     parser.add_argument('--out-dir', required=True,
                         help='output folder (created)')
     parser.add_argument('--score-thr', type=float, default=0.3,
@@ -129,7 +128,8 @@ def main(argv=None):
         if not Path(path).is_file():
             raise SystemExit(f'error: {what} file not found: {path}')
     try:
-        images = collect_images(args.inputs)
+        images = [img for path in args.inputs
+                  for img in collect_images(path)]
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f'error: {err}')
 
@@ -138,7 +138,6 @@ def main(argv=None):
     from mmdet.evaluation import get_classes
     from mmdet.visualization import DetLocalVisualizer
 
-    register_safe_checkpoint_types()  # idempotent; also done on import
     model = init_detector(args.config, args.checkpoint, device=args.device)
     classes = tuple(model.dataset_meta['classes'])
     cfg_classes = model.cfg.test_dataloader.dataset.get(
