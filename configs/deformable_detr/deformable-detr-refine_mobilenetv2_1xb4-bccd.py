@@ -16,7 +16,7 @@ num_classes = 3  # len(metainfo['classes']) of the BCCD dataset config
 # this scale) still span two stride-16 cells.
 num_levels = 3
 num_layers = 3
-max_epochs = 16
+max_epochs = 13
 
 model = dict(
     with_box_refine=True,
@@ -53,7 +53,7 @@ param_scheduler = [
         begin=0,
         end=max_epochs,
         by_epoch=True,
-        milestones=[13],
+        milestones=[11],
         gamma=0.1)
 ]
 # one process, batch 4
