@@ -7,9 +7,10 @@ mmcv's ``ext`` is importable and the forward bandwidth floor: the bytes the
 op must move at least (read value, locations and weights once, write the
 output) over the HBM bandwidth.
 
-Peak memory on CPU is the growth of the peak resident set size of a fresh
-process running the op once (on CUDA, ``torch.cuda.max_memory_allocated``
-above the inputs).
+Peak memory is what one forward + backward needs above its inputs: on CPU
+the peak resident set size (Linux ``VmHWM``, reset before the run) minus
+the resident size before it, in a fresh process; on CUDA
+``torch.cuda.max_memory_allocated`` minus the memory allocated before.
 
 Usage::
 
@@ -17,9 +18,10 @@ Usage::
         [--shapes enc-640x480 dec-640x480 enc-800x1333] [--repeats 7]
 """
 import argparse
+import ctypes
+import gc
 import json
 import multiprocessing as mp
-import resource
 import statistics
 import time
 
@@ -129,13 +131,25 @@ def median_ms(fn, inputs, backward, device, repeats):
     return statistics.median(times)
 
 
+def _status_kib(field):
+    """A ``/proc/self/status`` field (``VmRSS``, ``VmHWM``) in KiB."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
 def _cpu_peak_worker(name, shape, dtype, queue):
     inputs = make_inputs(shape, 'cpu', dtype)
     fn = implementations('cpu')[name]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    ctypes.CDLL('libc.so.6').malloc_trim(0)  # free pages back to the OS
+    before = _status_kib('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
     run_once(fn, inputs, backward=True)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((after - before) / 1024)  # KiB -> MiB
+    queue.put((_status_kib('VmHWM') - before) / 1024)  # KiB -> MiB
 
 
 def peak_mib(name, shape, device, dtype):

@@ -303,30 +303,52 @@ void run_backward(const Args<scalar_t>& a, int64_t begin, int64_t end) {
   }
 }
 
+// Contiguous inputs of one call, checked, and the Args pointers into them.
+struct Inputs {
+  at::Tensor value, shapes, starts, loc, attn;
+  Dims d;
+
+  Inputs(const at::Tensor& value_, const at::Tensor& spatial_shapes,
+         const at::Tensor& level_start_index,
+         const at::Tensor& sampling_locations,
+         const at::Tensor& attention_weights) {
+    check_msda_inputs(value_, spatial_shapes, level_start_index,
+                      sampling_locations, attention_weights);
+    value = value_.contiguous();
+    shapes = spatial_shapes.contiguous();
+    starts = level_start_index.contiguous();
+    loc = sampling_locations.contiguous();
+    attn = attention_weights.contiguous();
+    d = dims_of(value, loc);
+  }
+
+  template <typename scalar_t>
+  Args<scalar_t> args() const {
+    Args<scalar_t> a{};
+    a.d = d;
+    a.value = value.const_data_ptr<scalar_t>();
+    a.shapes = shapes.const_data_ptr<int64_t>();
+    a.starts = starts.const_data_ptr<int64_t>();
+    a.loc = loc.const_data_ptr<scalar_t>();
+    a.attn = attn.const_data_ptr<scalar_t>();
+    return a;
+  }
+};
+
 at::Tensor msda_forward_cpu(const at::Tensor& value,
                             const at::Tensor& spatial_shapes,
                             const at::Tensor& level_start_index,
                             const at::Tensor& sampling_locations,
                             const at::Tensor& attention_weights) {
-  check_msda_inputs(value, spatial_shapes, level_start_index,
-                    sampling_locations, attention_weights);
-  const auto v = value.contiguous();
-  const auto shapes = spatial_shapes.contiguous();
-  const auto starts = level_start_index.contiguous();
-  const auto loc = sampling_locations.contiguous();
-  const auto attn = attention_weights.contiguous();
-  const Dims d = dims_of(v, loc);
+  const Inputs in(value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights);
+  const Dims& d = in.d;
   auto out = at::empty({d.batch, d.num_queries, d.num_heads * d.head_dim},
-                       v.options());
+                       in.value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, v.scalar_type(), "msda_forward_cpu", [&] {
-        Args<scalar_t> a{};
-        a.d = d;
-        a.value = v.const_data_ptr<scalar_t>();
-        a.shapes = shapes.const_data_ptr<int64_t>();
-        a.starts = starts.const_data_ptr<int64_t>();
-        a.loc = loc.const_data_ptr<scalar_t>();
-        a.attn = attn.const_data_ptr<scalar_t>();
+      at::kHalf, at::kBFloat16, in.value.scalar_type(), "msda_forward_cpu",
+      [&] {
+        auto a = in.args<scalar_t>();
         a.out = out.mutable_data_ptr<scalar_t>();
         at::parallel_for(0, d.batch * d.num_queries * d.num_heads, 16,
                          [&](int64_t begin, int64_t end) {
@@ -340,33 +362,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value,
     const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
-  check_msda_inputs(value, spatial_shapes, level_start_index,
-                    sampling_locations, attention_weights);
-  const auto v = value.contiguous();
-  const auto shapes = spatial_shapes.contiguous();
-  const auto starts = level_start_index.contiguous();
-  const auto loc = sampling_locations.contiguous();
-  const auto attn = attention_weights.contiguous();
-  const Dims d = dims_of(v, loc);
+  const Inputs in(value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights);
+  const Dims& d = in.d;
   TORCH_CHECK_VALUE(
       grad_output.numel() == d.batch * d.num_queries * d.num_heads * d.head_dim,
       "multi_scale_deformable_attn_backward: grad_output has shape ",
       grad_output.sizes(), ", expected (", d.batch, ", ", d.num_queries, ", ",
       d.num_heads * d.head_dim, ")");
-  const auto g = grad_output.to(v.scalar_type()).contiguous();
-  auto grad_value =
-      at::zeros(v.sizes(), v.options().dtype(at::toOpMathType(v.scalar_type())));
-  auto grad_loc = at::empty(loc.sizes(), loc.options());
-  auto grad_attn = at::empty(attn.sizes(), attn.options());
+  const auto dtype = in.value.scalar_type();
+  const auto g = grad_output.to(dtype).contiguous();
+  auto grad_value = at::zeros(
+      in.value.sizes(), in.value.options().dtype(at::toOpMathType(dtype)));
+  auto grad_loc = at::empty(in.loc.sizes(), in.loc.options());
+  auto grad_attn = at::empty(in.attn.sizes(), in.attn.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, v.scalar_type(), "msda_backward_cpu", [&] {
-        Args<scalar_t> a{};
-        a.d = d;
-        a.value = v.const_data_ptr<scalar_t>();
-        a.shapes = shapes.const_data_ptr<int64_t>();
-        a.starts = starts.const_data_ptr<int64_t>();
-        a.loc = loc.const_data_ptr<scalar_t>();
-        a.attn = attn.const_data_ptr<scalar_t>();
+      at::kHalf, at::kBFloat16, dtype, "msda_backward_cpu", [&] {
+        auto a = in.args<scalar_t>();
         a.grad_out = g.const_data_ptr<scalar_t>();
         a.grad_value = grad_value.mutable_data_ptr<at::opmath_type<scalar_t>>();
         a.grad_loc = grad_loc.mutable_data_ptr<scalar_t>();
@@ -377,7 +389,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cpu(
                            run_backward(a, begin, end);
                          });
       });
-  return {grad_value.to(v.scalar_type()), grad_loc, grad_attn};
+  return {grad_value.to(dtype), grad_loc, grad_attn};
 }
 
 }  // namespace

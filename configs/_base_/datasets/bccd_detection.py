@@ -1,8 +1,10 @@
 # BCCD blood-cell detection (MIT, github.com/Shenggan/BCCD_Dataset), 640x480
-# images, 3 classes. `make data` (tools/dataset_converters/voc_to_coco.py)
-# writes the COCO json files below from the VOC layout; the images stay in
-# the VOC folder. Paths are relative to the repository root.
-dataset_type = 'CocoDataset'
+# images, 3 classes: the COCO dataset config with BCCD's files, classes and
+# pipelines. `make data` (tools/dataset_converters/voc_to_coco.py) writes the
+# COCO json files below from the VOC layout; the images stay in the VOC
+# folder. Paths are relative to the repository root.
+_base_ = 'coco_detection.py'
+
 data_root = ''
 bccd_images = '../shared/data/bccd/BCCD/JPEGImages/'
 ann_dir = 'data/bccd/annotations/'
@@ -10,11 +12,10 @@ ann_dir = 'data/bccd/annotations/'
 metainfo = dict(
     classes=('RBC', 'WBC', 'Platelets'),
     palette=[(220, 20, 60), (0, 82, 255), (0, 170, 30)])
-backend_args = None
 img_scale = (512, 384)  # (w, h): the 640x480 images at 0.8x
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True),
     # cells have no up or left: flip both ways
     dict(
@@ -25,7 +26,7 @@ train_pipeline = [
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(
@@ -36,43 +37,29 @@ test_pipeline = [
 
 train_dataloader = dict(
     batch_size=4,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
-        type=dataset_type,
         data_root=data_root,
         metainfo=metainfo,
         ann_file=ann_dir + 'train.json',
         data_prefix=dict(img=bccd_images),
-        filter_cfg=dict(filter_empty_gt=False),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
+        filter_cfg=dict(filter_empty_gt=False, min_size=0),
+        pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=4,
-    num_workers=2,
-    persistent_workers=True,
-    drop_last=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
         data_root=data_root,
         metainfo=metainfo,
         ann_file=ann_dir + 'val.json',
         data_prefix=dict(img=bccd_images),
-        test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
+        pipeline=test_pipeline))
 test_dataloader = dict(
-    val_dataloader,
-    dataset=dict(val_dataloader['dataset'], ann_file=ann_dir + 'test.json'))
+    batch_size=4,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file=ann_dir + 'test.json',
+        data_prefix=dict(img=bccd_images),
+        pipeline=test_pipeline))
 
-val_evaluator = dict(
-    type='CocoMetric',
-    ann_file=ann_dir + 'val.json',
-    metric='bbox',
-    classwise=True,
-    format_only=False,
-    backend_args=backend_args)
-test_evaluator = dict(val_evaluator, ann_file=ann_dir + 'test.json')
+val_evaluator = dict(ann_file=ann_dir + 'val.json', classwise=True)
+test_evaluator = dict(ann_file=ann_dir + 'test.json', classwise=True)
