@@ -35,31 +35,26 @@ test_pipeline = [
                    'scale_factor'))
 ]
 
+# what every split shares
+bccd_dataset = dict(
+    data_root=data_root,
+    metainfo=metainfo,
+    data_prefix=dict(img=bccd_images))
 train_dataloader = dict(
     batch_size=4,
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
+        bccd_dataset,
         ann_file=ann_dir + 'train.json',
-        data_prefix=dict(img=bccd_images),
         filter_cfg=dict(filter_empty_gt=False, min_size=0),
         pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=4,
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file=ann_dir + 'val.json',
-        data_prefix=dict(img=bccd_images),
-        pipeline=test_pipeline))
+        bccd_dataset, ann_file=ann_dir + 'val.json', pipeline=test_pipeline))
 test_dataloader = dict(
     batch_size=4,
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file=ann_dir + 'test.json',
-        data_prefix=dict(img=bccd_images),
-        pipeline=test_pipeline))
+        bccd_dataset, ann_file=ann_dir + 'test.json', pipeline=test_pipeline))
 
 val_evaluator = dict(ann_file=ann_dir + 'val.json', classwise=True)
 test_evaluator = dict(ann_file=ann_dir + 'test.json', classwise=True)
