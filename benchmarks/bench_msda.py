@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from ddetr_plugin.ops import (multi_scale_deformable_attn,
+from ddetr_plugin.ops import (level_start_index, multi_scale_deformable_attn,
                               multi_scale_deformable_attn_pytorch)
 
 LEVELS_640x480 = ((60, 80), (30, 40), (15, 20), (8, 10))
@@ -53,9 +53,7 @@ def make_inputs(shape, device, dtype, seed=0):
     """
     levels, num_queries = SHAPES[shape]
     spatial_shapes = torch.tensor(levels, dtype=torch.long, device=device)
-    areas = spatial_shapes.prod(1)
-    level_start_index = torch.cat((areas.new_zeros(1), areas.cumsum(0)[:-1]))
-    num_value = int(areas.sum())
+    num_value = int(spatial_shapes.prod(1).sum())
     gen = torch.Generator(device=device).manual_seed(seed)
     if num_queries is None:  # encoder: one query per pixel of every level
         centres = []
@@ -79,7 +77,8 @@ def make_inputs(shape, device, dtype, seed=0):
     weights = torch.rand(BATCH, num_queries, NUM_HEADS, len(levels),
                          NUM_POINTS, generator=gen, device=device,
                          dtype=dtype).softmax(-1)
-    return value, spatial_shapes, level_start_index, locations, weights
+    return (value, spatial_shapes, level_start_index(spatial_shapes),
+            locations, weights)
 
 
 def implementations(device):
@@ -107,14 +106,13 @@ def sync(device):
 
 
 def run_once(fn, inputs, backward):
-    value, spatial_shapes, level_start_index, locations, weights = inputs
+    value, spatial_shapes, starts, locations, weights = inputs
     if not backward:
         with torch.no_grad():
             return fn(*inputs)
     leaves = [t.detach().requires_grad_() for t in (value, locations,
                                                     weights)]
-    out = fn(leaves[0], spatial_shapes, level_start_index, leaves[1],
-             leaves[2])
+    out = fn(leaves[0], spatial_shapes, starts, leaves[1], leaves[2])
     out.backward(torch.ones_like(out))
     return out
 

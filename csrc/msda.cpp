@@ -1,6 +1,8 @@
-// Operator schemas of the ddetr_plugin library, the shared input checks and
-// the Python module entry point of ddetr_plugin._C. Kernels live in cpu/ and
-// cuda/; autograd and fake (meta) kernels are registered from Python
+// Operator schemas of the ddetr_plugin library, the input checks every kernel
+// runs, and the Python module entry point of ddetr_plugin._C. Shapes and
+// semantics: msda.h. Each kernel file (cpu/msda_kernel.cpp,
+// cuda/msda_kernel.cu) registers its kernels for its dispatch key; autograd
+// and fake (meta) kernels are registered from Python
 // (ddetr_plugin/ops/msda.py).
 #include <Python.h>
 
@@ -128,13 +130,48 @@ void check_msda_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes
   }
 }
 
+void check_msda_backward_inputs(const at::Tensor& grad_output,
+                                const at::Tensor& value,
+                                const at::Tensor& spatial_shapes,
+                                const at::Tensor& level_start_index,
+                                const at::Tensor& sampling_locations,
+                                const at::Tensor& attention_weights) {
+  check_msda_inputs(value, spatial_shapes, level_start_index,
+                    sampling_locations, attention_weights);
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == value.scalar_type(),
+                   "_multi_scale_deformable_attn_backward: grad_output dtype ",
+                   grad_output.scalar_type(), " differs from value dtype ",
+                   value.scalar_type());
+  TORCH_CHECK_TYPE(grad_output.device() == value.device(),
+                   "_multi_scale_deformable_attn_backward: grad_output is on ",
+                   grad_output.device(), " but value is on ", value.device());
+  const int64_t batch = value.size(0);
+  const int64_t num_heads = value.size(2);
+  const int64_t head_dim = value.size(3);
+  const int64_t num_queries = sampling_locations.size(1);
+  const bool flat_ok = grad_output.dim() == 3 &&
+                       grad_output.size(0) == batch &&
+                       grad_output.size(1) == num_queries &&
+                       grad_output.size(2) == num_heads * head_dim;
+  const bool split_ok = grad_output.dim() == 4 &&
+                        grad_output.size(0) == batch &&
+                        grad_output.size(1) == num_queries &&
+                        grad_output.size(2) == num_heads &&
+                        grad_output.size(3) == head_dim;
+  TORCH_CHECK_VALUE(flat_ok || split_ok,
+                    "_multi_scale_deformable_attn_backward: grad_output must "
+                    "have shape (B, num_queries, num_heads * head_dim) = (",
+                    batch, ", ", num_queries, ", ", num_heads * head_dim,
+                    "), got shape ", shape_str(grad_output));
+}
+
 TORCH_LIBRARY(ddetr_plugin, m) {
   m.def(
       "multi_scale_deformable_attn(Tensor value, Tensor spatial_shapes, "
       "Tensor level_start_index, Tensor sampling_locations, "
       "Tensor attention_weights) -> Tensor");
   m.def(
-      "multi_scale_deformable_attn_backward(Tensor grad_output, Tensor value, "
+      "_multi_scale_deformable_attn_backward(Tensor grad_output, Tensor value, "
       "Tensor spatial_shapes, Tensor level_start_index, "
       "Tensor sampling_locations, Tensor attention_weights) "
       "-> (Tensor, Tensor, Tensor)");

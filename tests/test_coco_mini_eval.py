@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from _data_paths import shared_data_dir
+from conftest import shared_data_dir
 
 pytest.importorskip('mmdet')
 from mmdet.datasets import CocoDataset  # noqa: E402

@@ -127,6 +127,7 @@ def test_detr_train_pipeline(tmp_path):
         assert min(h, w) >= 384 and max(h, w) <= 1333  # resized up
 
 
+@pytest.mark.slow
 def test_runner_trains_and_tests(tmp_path):
     cfg = Config.fromfile(CONFIG_DIR / 'deformable_detr' /
                           'deformable-detr-refine-twostage_r50_16xb2-50e_'

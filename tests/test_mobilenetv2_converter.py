@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-from _data_paths import REPO_ROOT
+from conftest import REPO_ROOT
 
 from ddetr_plugin.converters.mobilenetv2 import (
     WHEEL_MEMBER, WHEEL_NAME, convert_mobilenetv2_checkpoint,

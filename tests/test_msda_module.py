@@ -5,6 +5,7 @@ from mmcv.ops import MultiScaleDeformableAttention as MmcvMSDA
 
 from ddetr_plugin.models.layers.msda_attention import \
     MultiScaleDeformableAttention
+from ddetr_plugin.ops import level_start_index
 
 SHAPES = ((10, 12), (5, 6), (3, 3))
 
@@ -30,9 +31,7 @@ def _pair(**kwargs):
 def _inputs(batch, num_queries, box_refs, batch_first):
     gen = torch.Generator().manual_seed(1)
     spatial_shapes = torch.tensor(SHAPES)
-    areas = spatial_shapes.prod(1)
-    level_start_index = torch.cat((areas.new_zeros(1), areas.cumsum(0)[:-1]))
-    num_value = int(areas.sum())
+    num_value = int(spatial_shapes.prod(1).sum())
     query = torch.randn(batch, num_queries, 32, generator=gen)
     value = torch.randn(batch, num_value, 32, generator=gen)
     query_pos = torch.randn(batch, num_queries, 32, generator=gen)
@@ -46,7 +45,7 @@ def _inputs(batch, num_queries, box_refs, batch_first):
     return dict(query=query, value=value, query_pos=query_pos,
                 key_padding_mask=mask, reference_points=refs,
                 spatial_shapes=spatial_shapes,
-                level_start_index=level_start_index)
+                level_start_index=level_start_index(spatial_shapes))
 
 
 @pytest.mark.parametrize('batch_first', [True, False])

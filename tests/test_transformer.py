@@ -14,6 +14,8 @@ EMBED_DIMS = 32
 SHAPES = [(8, 10), (4, 5)]
 VALID = [[(8, 10), (4, 5)], [(6, 7), (3, 4)]]
 
+pytestmark = pytest.mark.usefixtures('plugin_scope')
+
 
 def _transformer(as_two_stage=True, mask_invalid_proposals=False,
                  num_levels=2):

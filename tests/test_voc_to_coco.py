@@ -6,12 +6,12 @@ import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
-from _data_paths import REPO_ROOT, shared_data_dir
+from conftest import REPO_ROOT, shared_data_dir
 
-from ddetr_plugin.converters.voc_to_coco import (BCCD_CLASSES,
-                                                 DroppedBoxWarning,
-                                                 convert_voc_split,
-                                                 convert_voc_to_coco)
+from ddetr_plugin.datasets.voc_to_coco import (BCCD_CLASSES,
+                                               DroppedBoxWarning,
+                                               convert_voc_split,
+                                               convert_voc_to_coco)
 
 SPLIT_SIZES = dict(train=205, val=87, test=72)
 DEGENERATE = {'BloodImage_00338.xml', 'BloodImage_00343.xml'}

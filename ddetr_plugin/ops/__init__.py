@@ -1,8 +1,8 @@
 """Compiled operators of ddetr_plugin and their pure-PyTorch references."""
-from .msda import has_kernel, multi_scale_deformable_attn
+from .msda import has_kernel, level_start_index, multi_scale_deformable_attn
 from .msda_reference import multi_scale_deformable_attn_pytorch
 
 __all__ = [
-    'has_kernel', 'multi_scale_deformable_attn',
+    'has_kernel', 'level_start_index', 'multi_scale_deformable_attn',
     'multi_scale_deformable_attn_pytorch'
 ]

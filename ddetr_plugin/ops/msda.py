@@ -1,10 +1,13 @@
 """The multi-scale deformable attention operator ``torch.ops.ddetr_plugin``.
 
-The schemas and the CPU/CUDA kernels are C++ (``csrc/``), loaded with
-``ddetr_plugin._C``. This module adds what makes it a complete PyTorch
-operator: fake (meta) kernels, so ``torch.compile(fullgraph=True)`` traces it
-without graph breaks, and the autograd formula, which calls the backward
-kernel. :func:`multi_scale_deformable_attn` is the public entry point.
+The schemas, input checks and CPU/CUDA kernels are C++ (``csrc/``; shapes and
+semantics in ``csrc/msda.h``), loaded with ``ddetr_plugin._C``. This module
+adds what makes it a complete PyTorch operator: fake (meta) kernels that run
+the C++ shape and dtype checks on fake tensors, so
+``torch.compile(fullgraph=True)`` traces it without graph breaks and reports
+bad shapes at trace time, and the autograd formula, which calls the private
+backward operator. :func:`multi_scale_deformable_attn` is the public entry
+point, :func:`level_start_index` computes its ``level_start_index``.
 """
 import torch
 
@@ -12,12 +15,109 @@ from ddetr_plugin import _C  # noqa: F401  (registers the operator library)
 from .msda_reference import multi_scale_deformable_attn_pytorch
 
 _OP = 'ddetr_plugin::multi_scale_deformable_attn'
-_BACKWARD_OP = 'ddetr_plugin::multi_scale_deformable_attn_backward'
+_BACKWARD_OP = 'ddetr_plugin::_multi_scale_deformable_attn_backward'
+
+# Expected layouts, named in the error messages (as in csrc/msda.cpp).
+_LAYOUTS = {
+    'value': '(B, S, num_heads, head_dim)',
+    'spatial_shapes': '(num_levels, 2)',
+    'level_start_index': '(num_levels,)',
+    'sampling_locations':
+    '(B, num_queries, num_heads, num_levels, num_points, 2)',
+    'attention_weights': '(B, num_queries, num_heads, num_levels, num_points)',
+}
+_PREFIX = 'multi_scale_deformable_attn: '
+_BACKWARD_PREFIX = '_multi_scale_deformable_attn_backward: '
+
+
+def _check_rank(t, name, rank):
+    torch._check_value(
+        t.dim() == rank, lambda: f'{_PREFIX}{name} must have shape '
+        f'{_LAYOUTS[name]} ({rank} dims), got shape {list(t.shape)}')
+
+
+def _check_size(t, name, dim, expected, what):
+    torch._check_value(
+        t.size(dim) == expected, lambda: f'{_PREFIX}{name} must have shape '
+        f'{_LAYOUTS[name]} with dim {dim} ({what}) = {expected}, got shape '
+        f'{list(t.shape)}')
+
+
+def _check_dtype(t, name, value, prefix=_PREFIX):
+    torch._check_type(
+        t.dtype == value.dtype, lambda: f'{prefix}{name} dtype {t.dtype} '
+        f'differs from value dtype {value.dtype}')
+
+
+def _check_int64(t, name):
+    torch._check_type(t.dtype == torch.int64,
+                      lambda: f'{_PREFIX}{name} must be int64, got {t.dtype}')
+
+
+def _check_device(t, name, value, prefix=_PREFIX):
+    torch._check_type(
+        t.device == value.device, lambda: f'{prefix}{name} is on '
+        f'{t.device} but value is on {value.device}')
+
+
+def _check_inputs(value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights):
+    """``check_msda_inputs`` of ``csrc/msda.cpp`` for fake tensors.
+
+    The same dtype, device, rank and size checks with the same messages
+    (dtypes print as ``torch.float32`` here); the values of
+    ``spatial_shapes`` and ``level_start_index`` are unknown and unchecked.
+    Shapes as in :func:`multi_scale_deformable_attn`.
+
+    Raises:
+        TypeError: non-floating ``value``, a dtype differing from
+            ``value``'s, non-int64 ``spatial_shapes``/``level_start_index``,
+            or a tensor on another device than ``value``.
+        ValueError: a wrong rank or size (names the argument, the expected
+            and the actual shape).
+    """
+    torch._check_type(
+        value.is_floating_point(), lambda: f'{_PREFIX}value must be floating '
+        f'point, got {value.dtype}')
+    _check_dtype(sampling_locations, 'sampling_locations', value)
+    _check_dtype(attention_weights, 'attention_weights', value)
+    _check_int64(spatial_shapes, 'spatial_shapes')
+    _check_int64(level_start_index, 'level_start_index')
+    _check_device(spatial_shapes, 'spatial_shapes', value)
+    _check_device(level_start_index, 'level_start_index', value)
+    _check_device(sampling_locations, 'sampling_locations', value)
+    _check_device(attention_weights, 'attention_weights', value)
+
+    _check_rank(value, 'value', 4)
+    _check_rank(spatial_shapes, 'spatial_shapes', 2)
+    _check_rank(level_start_index, 'level_start_index', 1)
+    _check_rank(sampling_locations, 'sampling_locations', 6)
+    _check_rank(attention_weights, 'attention_weights', 5)
+
+    batch, _, num_heads, _ = value.shape
+    num_levels = spatial_shapes.size(0)
+    _check_size(spatial_shapes, 'spatial_shapes', 1, 2, '(H, W)')
+    _check_size(level_start_index, 'level_start_index', 0, num_levels,
+                'num_levels')
+    _check_size(sampling_locations, 'sampling_locations', 0, batch, 'B')
+    _check_size(sampling_locations, 'sampling_locations', 2, num_heads,
+                'num_heads')
+    _check_size(sampling_locations, 'sampling_locations', 3, num_levels,
+                'num_levels')
+    _check_size(sampling_locations, 'sampling_locations', 5, 2, '(x, y)')
+    torch._check_value(
+        attention_weights.shape == sampling_locations.shape[:5],
+        lambda: f'{_PREFIX}attention_weights must have shape '
+        f'{_LAYOUTS["attention_weights"]} matching sampling_locations '
+        f'{list(sampling_locations.shape)}, got shape '
+        f'{list(attention_weights.shape)}')
 
 
 @torch.library.register_fake(_OP)
 def _msda_fake(value, spatial_shapes, level_start_index, sampling_locations,
                attention_weights):
+    _check_inputs(value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights)
     batch, _, num_heads, head_dim = value.shape
     return value.new_empty(
         (batch, sampling_locations.shape[1], num_heads * head_dim))
@@ -26,8 +126,23 @@ def _msda_fake(value, spatial_shapes, level_start_index, sampling_locations,
 @torch.library.register_fake(_BACKWARD_OP)
 def _msda_backward_fake(grad_output, value, spatial_shapes, level_start_index,
                         sampling_locations, attention_weights):
-    return (torch.empty_like(value), torch.empty_like(sampling_locations),
-            torch.empty_like(attention_weights))
+    # check_msda_backward_inputs of csrc/msda.cpp
+    _check_inputs(value, spatial_shapes, level_start_index,
+                  sampling_locations, attention_weights)
+    _check_dtype(grad_output, 'grad_output', value, _BACKWARD_PREFIX)
+    _check_device(grad_output, 'grad_output', value, _BACKWARD_PREFIX)
+    batch, _, num_heads, head_dim = value.shape
+    num_queries = sampling_locations.shape[1]
+    torch._check_value(
+        grad_output.shape in ((batch, num_queries, num_heads * head_dim),
+                              (batch, num_queries, num_heads, head_dim)),
+        lambda: f'{_BACKWARD_PREFIX}grad_output must have shape (B, '
+        f'num_queries, num_heads * head_dim) = ({batch}, {num_queries}, '
+        f'{num_heads * head_dim}), got shape {list(grad_output.shape)}')
+    # the kernels return contiguous gradients
+    return (value.new_empty(value.shape),
+            sampling_locations.new_empty(sampling_locations.shape),
+            attention_weights.new_empty(attention_weights.shape))
 
 
 def _setup_context(ctx, inputs, output):
@@ -38,7 +153,7 @@ def _backward(ctx, grad_output):
     (value, spatial_shapes, level_start_index, sampling_locations,
      attention_weights) = ctx.saved_tensors
     grad_value, grad_locations, grad_weights = (
-        torch.ops.ddetr_plugin.multi_scale_deformable_attn_backward(
+        torch.ops.ddetr_plugin._multi_scale_deformable_attn_backward(
             grad_output.contiguous(), value, spatial_shapes,
             level_start_index, sampling_locations, attention_weights))
     return grad_value, None, None, grad_locations, grad_weights
@@ -60,6 +175,29 @@ def has_kernel(device_type: str) -> bool:
     """
     return torch._C._dispatch_has_kernel_for_dispatch_key(
         _OP, device_type.upper())
+
+
+def level_start_index(spatial_shapes: torch.Tensor) -> torch.Tensor:
+    """Index of the first value token of each level (flattened level by level).
+
+    Args:
+        spatial_shapes (Tensor): (num_levels, 2) int64, ``(H_l, W_l)`` of each
+            level in pixels.
+
+    Returns:
+        Tensor: (num_levels,) int64 on the device of ``spatial_shapes``, the
+        exclusive cumulative sum of ``H_l * W_l``: ``[0, H_0 * W_0,
+        H_0 * W_0 + H_1 * W_1, ...]``, the ``level_start_index`` argument of
+        :func:`multi_scale_deformable_attn`.
+
+    Raises:
+        ValueError: ``spatial_shapes`` is not of shape (num_levels, 2).
+    """
+    if spatial_shapes.dim() != 2 or spatial_shapes.shape[1] != 2:
+        raise ValueError('level_start_index: spatial_shapes must have shape '
+                         f'(num_levels, 2), got {list(spatial_shapes.shape)}')
+    areas = spatial_shapes.prod(1)
+    return areas.cumsum(0) - areas
 
 
 def multi_scale_deformable_attn(value: torch.Tensor,
@@ -85,7 +223,8 @@ def multi_scale_deformable_attn(value: torch.Tensor,
         spatial_shapes (Tensor): (num_levels, 2) int64 ``(H_l, W_l)`` per
             level, on the device of ``value``.
         level_start_index (Tensor): (num_levels,) int64, index of the first
-            token of each level in ``S`` (the exclusive cumsum of H*W).
+            token of each level in ``S`` (the exclusive cumsum of H*W, see
+            :func:`level_start_index`).
         sampling_locations (Tensor): (B, num_queries, num_heads, num_levels,
             num_points, 2) normalised ``(x, y)``; 0..1 spans the map, points
             outside sample zeros. Same dtype as ``value``.
@@ -98,7 +237,8 @@ def multi_scale_deformable_attn(value: torch.Tensor,
 
     Raises:
         ValueError: a wrong rank or shape (the message names the argument,
-            the expected and the actual shape), ``sum(H * W) !=
+            the expected and the actual shape; under ``torch.compile`` at
+            trace time), or, for CPU tensors, ``sum(H * W) !=
             value.shape[1]`` or ``level_start_index`` inconsistent with
             ``spatial_shapes``.
         TypeError: a dtype mismatch, integer ``spatial_shapes`` not int64, or

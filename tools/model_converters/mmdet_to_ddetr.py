@@ -14,40 +14,26 @@ OUT is ``{'meta': <IN's meta>, 'state_dict': <converted>}``, loadable with
 ``configs/deformable_detr/`` (``strict=True``). The optimizer state and
 anything else in IN is dropped. IN is read with ``torch.load(weights_only=
 True)`` (plus the Runner-checkpoint types of
-``ddetr_plugin.engine.checkpoint``).
+``ddetr_plugin.engine.checkpoint``). Prints the number of tensors written.
+See ``ddetr_plugin/converters/mmdet_checkpoint.py`` for the key mapping.
 """
 import argparse
-import os
-import os.path as osp
-import sys
-from pathlib import Path
 
-import torch
-
-try:
-    from ddetr_plugin.converters import from_mmdet
-    from ddetr_plugin.engine.checkpoint import register_safe_checkpoint_types
-except ImportError:  # not installed: run from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from ddetr_plugin.converters import from_mmdet
-    from ddetr_plugin.engine.checkpoint import register_safe_checkpoint_types
+from ddetr_plugin.converters.mmdet_checkpoint import convert_mmdet_checkpoint
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='mmdet DeformableDETR checkpoint -> ddetr_plugin '
         'checkpoint')
     parser.add_argument('src', metavar='IN', help='mmdet checkpoint (.pth)')
     parser.add_argument('out', metavar='OUT', help='output .pth')
-    args = parser.parse_args(argv)
-    register_safe_checkpoint_types()
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=True)
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    converted = dict(
-        meta=checkpoint.get('meta', {}), state_dict=from_mmdet(state_dict))
-    if osp.dirname(args.out):
-        os.makedirs(osp.dirname(args.out), exist_ok=True)
-    torch.save(converted, args.out)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    converted = convert_mmdet_checkpoint(args.src, args.out)
     print(f'{len(converted["state_dict"])} tensors: {args.src} -> {args.out}')
 
 

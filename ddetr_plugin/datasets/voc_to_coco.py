@@ -46,7 +46,7 @@ import os
 import os.path as osp
 import warnings
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 #: The BCCD classes, in the order used for category ids 1, 2, 3.
 BCCD_CLASSES = ('RBC', 'WBC', 'Platelets')
@@ -74,6 +74,12 @@ def _number(elem: ET.Element, tag: str, where: str) -> float:
     except ValueError:
         raise ValueError(f'{where}: <{tag}> is not a number: {text!r}') \
             from None
+
+
+def format_voc_box(voc_box: Sequence[float]) -> str:
+    """``'xmin=.., ymin=.., xmax=.., ymax=..'``, the values as in the file
+    (the ``voc_box`` of a dropped-box record of :func:`parse_voc_xml`)."""
+    return ', '.join(f'{k}={v:g}' for k, v in zip(_BOX_FIELDS, voc_box))
 
 
 def _image_size(root: ET.Element, xml_path: str,
@@ -106,9 +112,9 @@ def parse_voc_xml(xml_path: str, img_path: str, class_ids: Dict[str, int]
         with ``bbox`` ([x, y, w, h], pixels, 0-based, see the module
         docstring), ``area``, ``category_id`` and ``iscrowd`` (1 for
         ``difficult`` objects); ``dropped`` holds dicts with ``xml``,
-        ``name``, ``voc_box`` (xmin, ymin, xmax, ymax as in the file) and
-        ``reason``, one per box that was dropped (and warned about with
-        ``DroppedBoxWarning``).
+        ``index`` (of the ``<object>``), ``name``, ``voc_box`` (xmin, ymin,
+        xmax, ymax as in the file) and ``reason``, one per box that was
+        dropped (and warned about with ``DroppedBoxWarning``).
 
     Raises:
         FileNotFoundError: ``xml_path`` does not exist.
@@ -152,11 +158,10 @@ def parse_voc_xml(xml_path: str, img_path: str, class_ids: Dict[str, int]
             reason = (f'outside the image {width}x{height} '
                       f'(0-based x1={x1:g} y1={y1:g} x2={x2:g} y2={y2:g})')
         if reason is not None:
-            box_str = ', '.join(f'{k}={v:g}'
-                                for k, v in zip(_BOX_FIELDS, voc_box))
             warnings.warn(
-                f'{xml_path}: dropping box #{idx} {name} ({box_str}): '
-                f'{reason}', DroppedBoxWarning, stacklevel=2)
+                f'{xml_path}: dropping box #{idx} {name} '
+                f'({format_voc_box(voc_box)}): {reason}', DroppedBoxWarning,
+                stacklevel=2)
             dropped.append(dict(xml=xml_path, index=idx, name=name,
                                 voc_box=voc_box, reason=reason))
             continue
@@ -291,40 +296,3 @@ def convert_voc_to_coco(voc_root: str, out_dir: str,
             json.dump(coco, f)
         all_stats[split] = dict(stats, ann_file=ann_file)
     return all_stats
-
-
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, dict]:
-    """Command line entry point (see ``tools/dataset_converters/
-    voc_to_coco.py``); prints per-split counts and the dropped boxes."""
-    import argparse
-    parser = argparse.ArgumentParser(
-        description='Convert a Pascal VOC dataset to COCO json '
-        '(OUT_DIR/annotations/<split>.json). Images are not copied: '
-        'use data_prefix=dict(img=<SRC_VOC_ROOT>/JPEGImages/).')
-    parser.add_argument('voc_root', metavar='SRC_VOC_ROOT',
-                        help='folder with Annotations/, JPEGImages/, '
-                        'ImageSets/Main/')
-    parser.add_argument('out_dir', metavar='OUT_DIR')
-    parser.add_argument('--splits', nargs='+', default=list(DEFAULT_SPLITS))
-    parser.add_argument('--classes', nargs='+', default=list(BCCD_CLASSES),
-                        help='class names; category ids 1..K in this order '
-                        '(default: %(default)s)')
-    args = parser.parse_args(argv)
-    with warnings.catch_warnings():
-        # The per-box lines are printed below; do not repeat them.
-        warnings.simplefilter('ignore', DroppedBoxWarning)
-        stats = convert_voc_to_coco(args.voc_root, args.out_dir,
-                                    args.splits, args.classes)
-    for split, st in stats.items():
-        print(f'{split}: {st["images"]} images, {st["boxes_kept"]} boxes '
-              f'kept ({st["crowd"]} difficult as iscrowd), '
-              f'{st["boxes_dropped"]} dropped -> {st["ann_file"]}')
-        for d in st['dropped']:
-            box = ', '.join(f'{k}={v:g}'
-                            for k, v in zip(_BOX_FIELDS, d['voc_box']))
-            print(f'  dropped {d["xml"]} #{d["index"]} {d["name"]} '
-                  f'({box}): {d["reason"]}')
-    img_dir = osp.join(args.voc_root, 'JPEGImages', '')
-    print(f"config: data_prefix=dict(img='{img_dir}'), "
-          f'metainfo=dict(classes={tuple(args.classes)})')
-    return stats

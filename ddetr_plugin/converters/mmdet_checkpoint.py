@@ -1,4 +1,7 @@
-"""mmdet 3.x ``DeformableDETR`` state_dicts to ``ddetr_plugin`` ones.
+"""mmdet 3.x ``DeformableDETR`` checkpoints to ``ddetr_plugin`` ones.
+
+:func:`from_mmdet` converts a state_dict, :func:`convert_mmdet_checkpoint`
+a checkpoint file (``tools/model_converters/mmdet_to_ddetr.py``).
 
 All three mmdet variants (single stage, ``with_box_refine``,
 ``as_two_stage``) convert. Our layout groups the transformer under
@@ -24,11 +27,16 @@ ffn}.*``
                                                   ``...ffn_norm``
 ================================================  ==========================
 """
+import os
+import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
+import torch
 from torch import Tensor
+
+from ..engine.checkpoint import register_safe_checkpoint_types
 
 _LINEAR = ('weight', 'bias')
 _MSDA = [
@@ -136,3 +144,39 @@ def from_mmdet(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         raise KeyError('not an mmdet DeformableDETR state_dict: '
                        f'unknown keys {unknown}, missing keys {missing}')
     return OrderedDict((_convert_key(k), v) for k, v in state_dict.items())
+
+
+def convert_mmdet_checkpoint(src: str, out: Optional[str] = None) -> dict:
+    """Convert the mmdet checkpoint file ``src`` with :func:`from_mmdet`.
+
+    ``src`` is read with ``torch.load(weights_only=True)`` (plus the
+    Runner-checkpoint types of :mod:`ddetr_plugin.engine.checkpoint`); a
+    bare state_dict is accepted too. Only ``meta`` and the converted
+    ``state_dict`` are kept (the optimizer state and anything else is
+    dropped), so the result loads with ``load_from=OUT`` or
+    ``tools/test.py CONFIG OUT`` and the matching config of
+    ``configs/deformable_detr/`` (``strict=True``).
+
+    Args:
+        src (str): An mmdet 3.x ``DeformableDETR`` checkpoint (any variant).
+        out (str, optional): Where to ``torch.save`` the result; its folder
+            is created.
+
+    Returns:
+        dict: ``{'meta': <src's meta or {}>, 'state_dict': <converted>}``.
+
+    Raises:
+        KeyError: See :func:`from_mmdet`.
+        pickle.UnpicklingError: ``src`` holds other pickled objects
+            (refused by ``weights_only``).
+    """
+    register_safe_checkpoint_types()
+    checkpoint = torch.load(src, map_location='cpu', weights_only=True)
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    converted = dict(
+        meta=checkpoint.get('meta', {}), state_dict=from_mmdet(state_dict))
+    if out is not None:
+        if osp.dirname(out):
+            os.makedirs(osp.dirname(out), exist_ok=True)
+        torch.save(converted, out)
+    return converted

@@ -1,4 +1,4 @@
-# The main job: Deformable DETR with iterative box refinement on BCCD blood
+# The BCCD demo: Deformable DETR with iterative box refinement on BCCD blood
 # cells, trained from ImageNet MobileNetV2 on a 2-core CPU in about 30
 # minutes (`make demo`). It takes the paper's model, schedule and runtime
 # (the bases of deformable-detr-refine_r50_16xb2-50e_coco.py) with the BCCD

@@ -1,11 +1,5 @@
-// CPU kernels of the multi-scale deformable attention operator
-// (Zhu et al., "Deformable DETR", arXiv 2010.04159, Eq. 2).
-//
-// Sampling semantics are those of F.grid_sample(mode='bilinear',
-// padding_mode='zeros', align_corners=False): a normalised location (x, y) on
-// a level of size (H, W) lands on pixel coordinates (x * W - 0.5, y * H - 0.5);
-// the four neighbouring pixels are blended bilinearly and pixels outside the
-// map count as zero.
+// CPU kernels of the multi-scale deformable attention operators. Shapes and
+// semantics: ../msda.h; bilinear corners: ../msda_bilinear.h.
 //
 // Parallel work and determinism:
 //   forward   parallel over (batch, query, head); every output element is
@@ -14,8 +8,6 @@
 //             (batch, head) are touched only by that task, and each
 //             task walks queries and points in a fixed order, so the result
 //             is race-free and bitwise deterministic for any thread count.
-// Accumulation uses at::opmath_type (float for half/bfloat16), indices are
-// int64 throughout.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -24,69 +16,16 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <algorithm>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "../msda.h"
+#include "../msda_bilinear.h"
 
 namespace ddetr_plugin {
 namespace {
-
-// The bilinear footprint of one sampling point on one level.
-// Corner order: (h0, w0), (h0, w1), (h1, w0), (h1, w1). Corners outside the
-// map get row -1 and weight 0.
-template <typename acc_t>
-struct Footprint {
-  int64_t row[4];   // value rows of the corners, -1 where outside the map
-  acc_t weight[4];  // bilinear corner weights (0 outside the map)
-  acc_t lh, lw;     // fractional parts of the pixel coordinates
-  bool any;         // whether any corner lies inside the map
-};
-
-template <typename acc_t>
-inline Footprint<acc_t> footprint(acc_t x, acc_t y, int64_t height,
-                                  int64_t width, int64_t level_start) {
-  Footprint<acc_t> f;
-  const acc_t h_im = y * static_cast<acc_t>(height) - acc_t(0.5);
-  const acc_t w_im = x * static_cast<acc_t>(width) - acc_t(0.5);
-  f.any = h_im > acc_t(-1) && w_im > acc_t(-1) &&
-          h_im < static_cast<acc_t>(height) && w_im < static_cast<acc_t>(width);
-  if (!f.any) return f;
-  const int64_t h0 = static_cast<int64_t>(std::floor(h_im));
-  const int64_t w0 = static_cast<int64_t>(std::floor(w_im));
-  f.lh = h_im - static_cast<acc_t>(h0);
-  f.lw = w_im - static_cast<acc_t>(w0);
-  const acc_t hh = acc_t(1) - f.lh, hw = acc_t(1) - f.lw;
-  const bool top = h0 >= 0, bottom = h0 + 1 < height;
-  const bool left = w0 >= 0, right = w0 + 1 < width;
-  const int64_t base = level_start + h0 * width + w0;
-  const bool inside[4] = {top && left, top && right, bottom && left,
-                          bottom && right};
-  const int64_t rows[4] = {base, base + 1, base + width, base + width + 1};
-  const acc_t weights[4] = {hh * hw, hh * f.lw, f.lh * hw, f.lh * f.lw};
-  for (int k = 0; k < 4; ++k) {
-    f.row[k] = inside[k] ? rows[k] : -1;
-    f.weight[k] = inside[k] ? weights[k] : acc_t(0);
-  }
-  return f;
-}
-
-struct Dims {
-  int64_t batch, num_value, num_heads, head_dim, num_queries, num_levels,
-      num_points;
-};
-
-Dims dims_of(const at::Tensor& value, const at::Tensor& sampling_locations) {
-  return {value.size(0),
-          value.size(1),
-          value.size(2),
-          value.size(3),
-          sampling_locations.size(1),
-          sampling_locations.size(3),
-          sampling_locations.size(4)};
-}
 
 // out[c] += sum_k w[k] * v[k][c]; corners outside the map point at a zero row.
 template <typename scalar_t, typename acc_t>
@@ -106,7 +45,7 @@ inline void blend(acc_t* __restrict__ out, const scalar_t* __restrict__ v0,
 // Pointers and sizes of one call; kernels index with int64 throughout.
 template <typename scalar_t>
 struct Args {
-  Dims d;
+  MsdaSizes d;
   const scalar_t* value;
   const int64_t* shapes;
   const int64_t* starts;
@@ -123,7 +62,7 @@ struct Args {
 template <typename scalar_t>
 void forward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
-  const Dims& d = a.d;
+  const MsdaSizes& d = a.d;
   const int64_t D = d.head_dim;
   const int64_t value_row_stride = d.num_heads * D;  // stride of one token
   const int64_t samples = d.num_levels * d.num_points;
@@ -140,17 +79,18 @@ void forward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
     for (int64_t l = 0; l < d.num_levels; ++l) {
       for (int64_t p = 0; p < d.num_points; ++p) {
         const int64_t s = l * d.num_points + p;
-        const auto f = footprint<acc_t>(static_cast<acc_t>(loc_n[2 * s]),
-                                        static_cast<acc_t>(loc_n[2 * s + 1]),
-                                        a.shapes[2 * l], a.shapes[2 * l + 1],
-                                        a.starts[l]);
-        if (!f.any) continue;
+        BilinearCorners<acc_t> f;
+        if (!f.init(static_cast<acc_t>(loc_n[2 * s]),
+                    static_cast<acc_t>(loc_n[2 * s + 1]), a.shapes[2 * l],
+                    a.shapes[2 * l + 1], a.starts[l], d.num_value)) {
+          continue;
+        }
         const acc_t weight = static_cast<acc_t>(attn_n[s]);
         const scalar_t* v[4];
         acc_t w[4];
         for (int k = 0; k < 4; ++k) {
-          v[k] = f.row[k] < 0 ? zeros.data()
-                              : value_bm + f.row[k] * value_row_stride;
+          v[k] = f.inside[k] ? value_bm + f.row[k] * value_row_stride
+                             : zeros.data();
           w[k] = weight * f.weight[k];
         }
         blend(acc.data(), v[0], v[1], v[2], v[3], w, D);
@@ -200,7 +140,7 @@ inline void blend_backward(const scalar_t* __restrict__ g,
 template <typename scalar_t>
 void backward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
-  const Dims& d = a.d;
+  const MsdaSizes& d = a.d;
   const int64_t D = d.head_dim;
   const int64_t value_row_stride = d.num_heads * D;
   const int64_t samples = d.num_levels * d.num_points;
@@ -219,10 +159,10 @@ void backward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
         const int64_t height = a.shapes[2 * l], width = a.shapes[2 * l + 1];
         for (int64_t p = 0; p < d.num_points; ++p) {
           const int64_t s = n * samples + l * d.num_points + p;
-          const auto f = footprint<acc_t>(static_cast<acc_t>(a.loc[2 * s]),
-                                          static_cast<acc_t>(a.loc[2 * s + 1]),
-                                          height, width, a.starts[l]);
-          if (!f.any) {
+          BilinearCorners<acc_t> f;
+          if (!f.init(static_cast<acc_t>(a.loc[2 * s]),
+                      static_cast<acc_t>(a.loc[2 * s + 1]), height, width,
+                      a.starts[l], d.num_value)) {
             a.grad_attn[s] = scalar_t(0);
             a.grad_loc[2 * s] = scalar_t(0);
             a.grad_loc[2 * s + 1] = scalar_t(0);
@@ -233,22 +173,22 @@ void backward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
           acc_t* gv[4];
           acc_t w[4];
           for (int k = 0; k < 4; ++k) {
-            const bool inside = f.row[k] >= 0;
-            v[k] = inside ? value_bm + f.row[k] * value_row_stride
-                          : zeros.data();
-            gv[k] = inside ? grad_value_bm + f.row[k] * value_row_stride
-                           : scratch.data();
+            v[k] = f.inside[k] ? value_bm + f.row[k] * value_row_stride
+                               : zeros.data();
+            gv[k] = f.inside[k] ? grad_value_bm + f.row[k] * value_row_stride
+                                : scratch.data();
             w[k] = weight * f.weight[k];
           }
           acc_t dot[4];  // <grad_out, corner value>
           blend_backward(g, v, gv, w, dot, D);
-          const acc_t hh = acc_t(1) - f.lh, hw = acc_t(1) - f.lw;
           a.grad_attn[s] = static_cast<scalar_t>(
               f.weight[0] * dot[0] + f.weight[1] * dot[1] +
               f.weight[2] * dot[2] + f.weight[3] * dot[3]);
           // d(sample)/d(lw) and d(sample)/d(lh), chain rule to x and y
-          const acc_t d_lw = hh * (dot[1] - dot[0]) + f.lh * (dot[3] - dot[2]);
-          const acc_t d_lh = hw * (dot[2] - dot[0]) + f.lw * (dot[3] - dot[1]);
+          const acc_t d_lw =
+              f.hh * (dot[1] - dot[0]) + f.lh * (dot[3] - dot[2]);
+          const acc_t d_lh =
+              f.hw * (dot[2] - dot[0]) + f.lw * (dot[3] - dot[1]);
           a.grad_loc[2 * s] = static_cast<scalar_t>(
               weight * static_cast<acc_t>(width) * d_lw);
           a.grad_loc[2 * s + 1] = static_cast<scalar_t>(
@@ -303,23 +243,22 @@ void run_backward(const Args<scalar_t>& a, int64_t begin, int64_t end) {
   }
 }
 
-// Contiguous inputs of one call, checked, and the Args pointers into them.
+// Contiguous copies of the (checked) inputs of one call and the Args pointers
+// into them.
 struct Inputs {
   at::Tensor value, shapes, starts, loc, attn;
-  Dims d;
+  MsdaSizes d;
 
   Inputs(const at::Tensor& value_, const at::Tensor& spatial_shapes,
          const at::Tensor& level_start_index,
          const at::Tensor& sampling_locations,
          const at::Tensor& attention_weights) {
-    check_msda_inputs(value_, spatial_shapes, level_start_index,
-                      sampling_locations, attention_weights);
     value = value_.contiguous();
     shapes = spatial_shapes.contiguous();
     starts = level_start_index.contiguous();
     loc = sampling_locations.contiguous();
     attn = attention_weights.contiguous();
-    d = dims_of(value, loc);
+    d = msda_sizes(value, loc);
   }
 
   template <typename scalar_t>
@@ -340,9 +279,11 @@ at::Tensor msda_forward_cpu(const at::Tensor& value,
                             const at::Tensor& level_start_index,
                             const at::Tensor& sampling_locations,
                             const at::Tensor& attention_weights) {
+  check_msda_inputs(value, spatial_shapes, level_start_index,
+                    sampling_locations, attention_weights);
   const Inputs in(value, spatial_shapes, level_start_index,
                   sampling_locations, attention_weights);
-  const Dims& d = in.d;
+  const MsdaSizes& d = in.d;
   auto out = at::empty({d.batch, d.num_queries, d.num_heads * d.head_dim},
                        in.value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -362,16 +303,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value,
     const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations, const at::Tensor& attention_weights) {
+  check_msda_backward_inputs(grad_output, value, spatial_shapes,
+                             level_start_index, sampling_locations,
+                             attention_weights);
   const Inputs in(value, spatial_shapes, level_start_index,
                   sampling_locations, attention_weights);
-  const Dims& d = in.d;
-  TORCH_CHECK_VALUE(
-      grad_output.numel() == d.batch * d.num_queries * d.num_heads * d.head_dim,
-      "multi_scale_deformable_attn_backward: grad_output has shape ",
-      grad_output.sizes(), ", expected (", d.batch, ", ", d.num_queries, ", ",
-      d.num_heads * d.head_dim, ")");
+  const MsdaSizes& d = in.d;
   const auto dtype = in.value.scalar_type();
-  const auto g = grad_output.to(dtype).contiguous();
+  const auto g = grad_output.contiguous();
   auto grad_value = at::zeros(
       in.value.sizes(), in.value.options().dtype(at::toOpMathType(dtype)));
   auto grad_loc = at::empty(in.loc.sizes(), in.loc.options());
@@ -396,7 +335,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cpu(
 
 TORCH_LIBRARY_IMPL(ddetr_plugin, CPU, m) {
   m.impl("multi_scale_deformable_attn", &msda_forward_cpu);
-  m.impl("multi_scale_deformable_attn_backward", &msda_backward_cpu);
+  m.impl("_multi_scale_deformable_attn_backward", &msda_backward_cpu);
 }
 
 }  // namespace ddetr_plugin

@@ -1,18 +1,22 @@
-"""The main job's chain on real BCCD data, shortened: mmdet's own
-tools/train.py (through ours) trains the BCCD config on a slice, the Runner
-checkpoint loads in tools/test.py under torch's safe loading, and
-tools/infer.py draws one real image."""
+"""The BCCD demo's chain (``make demo``) on real BCCD data, shortened:
+mmdet's own tools/train.py (through ours) trains the BCCD config on a slice,
+the Runner checkpoint loads in tools/test.py under torch's safe loading, and
+tools/infer.py draws one real image.
+
+Every test here needs the trained model (the module fixture trains for a few
+minutes), so all are marked ``slow``."""
 import json
 import subprocess
 import sys
 import warnings
 
 import pytest
+from conftest import REPO_ROOT, shared_data_dir
 
-from _data_paths import REPO_ROOT, shared_data_dir
+pytestmark = pytest.mark.slow  # every test uses the `trained` fixture
 
 CONFIG = (REPO_ROOT / 'configs' / 'deformable_detr' /
-          'deformable-detr-refine_mobilenetv2_1xb4-bccd.py')
+          'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
 WEIGHTS = REPO_ROOT / 'checkpoints' / 'mobilenetv2_imagenet_mmdet.pth'
 
 
@@ -29,7 +33,7 @@ def trained(tmp_path_factory):
     bccd = shared_data_dir('bccd', 'BCCD')
     if not WEIGHTS.exists():
         pytest.skip(f'{WEIGHTS} missing: run `make weights`')
-    from ddetr_plugin.converters.voc_to_coco import convert_voc_to_coco
+    from ddetr_plugin.datasets.voc_to_coco import convert_voc_to_coco
     root = tmp_path_factory.mktemp('bccd')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the two degenerate boxes

@@ -1,20 +1,54 @@
-// Multi-scale deformable attention (MSDA): the CUDA kernels and their
-// launch planning, shared by csrc/cuda/msda_cuda.cu (which supplies a
-// launcher that runs them with <<<>>> on the current CUDA stream). The host
-// part is written against an abstract launcher so the same planning code can
-// drive the kernels from any harness. See msda_cuda.cu for the operator
-// documentation, shapes and design notes.
+// CUDA kernels of the multi-scale deformable attention operators. Shapes and
+// semantics: ../msda.h; bilinear corners: ../msda_bilinear.h.
 //
-// Zhu et al., "Deformable DETR", arXiv 2010.04159, Eq. (2).
-#pragma once
-
+// Design
+//   * Thread mapping: one thread group of G lanes (G a power of two <= 32,
+//     never straddling a warp) per (b, q, m); the D channels, as vectors of
+//     VEC elements, are spread over the lanes (channel vector vi belongs to
+//     lane vi % G). G = min(32, next_pow2(D / VEC)), so D = 32 in float32 is
+//     8 lanes with one float4 each and 4 heads share a warp.
+//   * Vectorised loads: VEC is the largest of 16 bytes / sizeof(scalar_t)
+//     (8 for half types, 4 float, 2 double), 4, 2, 1 that divides D and the
+//     alignment of the data pointers; D = 3 or 71 run with VEC = 1.
+//   * Each lane computes the corner rows and bilinear weights of a sample once
+//     (not per channel) and reuses them for all its channels. All arithmetic
+//     and accumulation is in at::opmath_type<scalar_t> (float for half types,
+//     double for float64). No shared memory: any D, L, P work.
+//   * Forward: every lane keeps NV (1, 2 or 4) vector accumulators; D larger
+//     than G * NV * VEC is processed in channel chunks.
+//   * Backward: per sample, each lane forms the partial dot products
+//     s_k = <grad_out, value corner k> over its channels, the group reduces
+//     the three needed linear combinations with warp shuffles, and lane 0
+//     writes grad_attention_weights and grad_sampling_locations (no atomics,
+//     deterministic). grad_value is scattered with atomicAdd into an opmath
+//     buffer (float32 for half types, then cast; vector atomics on sm_90).
+//   * Deterministic mode (at::globalContext().deterministicAlgorithms()):
+//     grad_value comes from a separate atomic-free kernel. The queries are
+//     split into C contiguous chunks; one group per (chunk, b, m) walks its
+//     queries, levels and points serially in a fixed order and accumulates
+//     into its own copy (chunk, b, :, m, :) of an opmath buffer (its lanes own
+//     disjoint channels, so no two threads touch one address); a second
+//     kernel sums the C copies in chunk order. C is bounded by a memory
+//     budget, so this mode is slower but bitwise reproducible.
+//   * 64-bit indexing for every offset into value/output/grad tensors; grid-
+//     stride loops, so grid sizes never overflow. Every value row is checked
+//     against [0, S), so inconsistent spatial_shapes/level_start_index on the
+//     GPU (only CPU tensors get their values checked) never read or write out
+//     of bounds; corners outside the map contribute zero.
+#include <ATen/Context.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/ScalarType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -22,8 +56,11 @@
 #include <tuple>
 #include <type_traits>
 
+#include "../msda.h"
+#include "../msda_bilinear.h"
+
 namespace ddetr_plugin {
-namespace msda_cuda {
+namespace {
 
 constexpr int kThreadsPerBlock = 256;  // a multiple of the warp size
 constexpr int kWarpSize = 32;
@@ -128,53 +165,6 @@ __device__ __forceinline__ void atomic_add_vec(double* ptr,
   atomic_add_scalars<N>(ptr, in);
 }
 
-__device__ __forceinline__ float floor_acc(float x) { return floorf(x); }
-__device__ __forceinline__ double floor_acc(double x) { return floor(x); }
-
-// The 4 bilinear corners of one sampling point, in the order
-// (h_low, w_low), (h_low, w_low + 1), (h_low + 1, w_low), (h_low + 1, w_low + 1).
-template <typename acc_t>
-struct Bilinear {
-  int64_t row[4];  // value row (token index in S) of the corner
-  acc_t w[4];      // bilinear weight of the corner
-  bool valid[4];   // inside the map and 0 <= row < S
-  acc_t lh, lw, hh, hw;
-
-  // Returns false, leaving the struct unset, when the point samples nothing
-  // (outside the map or NaN). x, y are the normalised location; H, W, start
-  // describe the level; S is the number of value rows.
-  __device__ __forceinline__ bool init(acc_t x, acc_t y, int64_t H, int64_t W,
-                                       int64_t start, int64_t S) {
-    const acc_t h_im = y * static_cast<acc_t>(H) - acc_t(0.5);
-    const acc_t w_im = x * static_cast<acc_t>(W) - acc_t(0.5);
-    if (!(h_im > acc_t(-1) && w_im > acc_t(-1) &&
-          h_im < static_cast<acc_t>(H) && w_im < static_cast<acc_t>(W))) {
-      return false;
-    }
-    const acc_t h_floor = floor_acc(h_im);
-    const acc_t w_floor = floor_acc(w_im);
-    const int64_t h_low = static_cast<int64_t>(h_floor);
-    const int64_t w_low = static_cast<int64_t>(w_floor);
-    lh = h_im - h_floor;
-    lw = w_im - w_floor;
-    hh = acc_t(1) - lh;
-    hw = acc_t(1) - lw;
-    const int64_t hs[4] = {h_low, h_low, h_low + 1, h_low + 1};
-    const int64_t ws[4] = {w_low, w_low + 1, w_low, w_low + 1};
-    w[0] = hh * hw;
-    w[1] = hh * lw;
-    w[2] = lh * hw;
-    w[3] = lh * lw;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      row[k] = start + hs[k] * W + ws[k];
-      valid[k] = hs[k] >= 0 && hs[k] < H && ws[k] >= 0 && ws[k] < W &&
-                 row[k] >= 0 && row[k] < S;
-    }
-    return true;
-  }
-};
-
 // Mask of the lanes of this thread's group (groups are aligned, G | 32).
 __device__ __forceinline__ unsigned group_lane_mask(int group_size) {
   if (group_size >= kWarpSize) {
@@ -193,6 +183,50 @@ __device__ __forceinline__ T group_sum(T v, unsigned mask, int group_size) {
     v += __shfl_xor_sync(mask, v, offset, group_size);
   }
   return v;
+}
+
+// Walks the L x P sampling points of one (b, q, m) level by level and calls
+// f(idx, H, W, bl, sampled) for each: idx = l * P + p indexes its location and
+// weight in `loc` / the attention weights, (H, W) is its level's size and bl
+// its corners, filled only when `sampled` (BilinearCorners::init).
+template <typename acc_t, typename scalar_t, typename F>
+__device__ __forceinline__ void for_each_point(
+    const scalar_t* __restrict__ loc,
+    const int64_t* __restrict__ spatial_shapes,
+    const int64_t* __restrict__ level_start_index, const int64_t L,
+    const int64_t P, const int64_t S, const F& f) {
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t H = spatial_shapes[2 * l];
+    const int64_t W = spatial_shapes[2 * l + 1];
+    const int64_t start = level_start_index[l];
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t idx = l * P + p;
+      BilinearCorners<acc_t> bl;
+      const bool sampled =
+          bl.init(static_cast<acc_t>(loc[2 * idx]),
+                  static_cast<acc_t>(loc[2 * idx + 1]), H, W, start, S);
+      f(idx, H, W, bl, sampled);
+    }
+  }
+}
+
+// for_each_point restricted to the points that sample something: calls
+// f(a, bl) with a the point's attention weight (from `attn`) and bl its
+// corners.
+template <typename acc_t, typename scalar_t, typename F>
+__device__ __forceinline__ void for_each_sampled_point(
+    const scalar_t* __restrict__ loc, const scalar_t* __restrict__ attn,
+    const int64_t* __restrict__ spatial_shapes,
+    const int64_t* __restrict__ level_start_index, const int64_t L,
+    const int64_t P, const int64_t S, const F& f) {
+  for_each_point<acc_t>(
+      loc, spatial_shapes, level_start_index, L, P, S,
+      [&](int64_t idx, int64_t, int64_t, const BilinearCorners<acc_t>& bl,
+          bool sampled) {
+        if (sampled) {
+          f(static_cast<acc_t>(attn[idx]), bl);
+        }
+      });
 }
 
 // ----------------------------------------------------------------------------
@@ -236,40 +270,30 @@ __global__ void __launch_bounds__(kThreadsPerBlock) msda_forward_kernel(
           acc[i][j] = acc_t(0);
         }
       }
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t H = spatial_shapes[2 * l];
-        const int64_t W = spatial_shapes[2 * l + 1];
-        const int64_t start = level_start_index[l];
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t idx = l * P + p;
-          Bilinear<acc_t> bl;
-          if (!bl.init(static_cast<acc_t>(loc[2 * idx]),
-                       static_cast<acc_t>(loc[2 * idx + 1]), H, W, start, S)) {
-            continue;
-          }
-          const acc_t a = static_cast<acc_t>(attn[idx]);
+      for_each_sampled_point<acc_t>(
+          loc, attn, spatial_shapes, level_start_index, L, P, S,
+          [&](acc_t a, const BilinearCorners<acc_t>& bl) {
 #pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            if (!bl.valid[k]) {
-              continue;
-            }
-            const acc_t wk = a * bl.w[k];
-            const scalar_t* src = value_bm + bl.row[k] * row_stride;
+            for (int k = 0; k < 4; ++k) {
+              if (!bl.inside[k]) {
+                continue;
+              }
+              const acc_t wk = a * bl.weight[k];
+              const scalar_t* src = value_bm + bl.row[k] * row_stride;
 #pragma unroll
-            for (int i = 0; i < NV; ++i) {
-              const int64_t vi = c0 + i * group_size + lane;
-              if (vi < nvec) {
-                acc_t v[VEC];
-                load_vec<VEC>(src + vi * VEC, v);
+              for (int i = 0; i < NV; ++i) {
+                const int64_t vi = c0 + i * group_size + lane;
+                if (vi < nvec) {
+                  acc_t v[VEC];
+                  load_vec<VEC>(src + vi * VEC, v);
 #pragma unroll
-                for (int j = 0; j < VEC; ++j) {
-                  acc[i][j] += wk * v[j];
+                  for (int j = 0; j < VEC; ++j) {
+                    acc[i][j] += wk * v[j];
+                  }
                 }
               }
             }
-          }
-        }
-      }
+          });
 #pragma unroll
       for (int i = 0; i < NV; ++i) {
         const int64_t vi = c0 + i * group_size + lane;
@@ -318,69 +342,64 @@ __global__ void __launch_bounds__(kThreadsPerBlock) msda_backward_kernel(
     scalar_t* grad_loc = grad_sampling_locations + bqm * L * P * 2;
     scalar_t* grad_attn = grad_attention_weights + bqm * L * P;
 
-    for (int64_t l = 0; l < L; ++l) {
-      const int64_t H = spatial_shapes[2 * l];
-      const int64_t W = spatial_shapes[2 * l + 1];
-      const int64_t start = level_start_index[l];
-      for (int64_t p = 0; p < P; ++p) {
-        const int64_t idx = l * P + p;
-        const acc_t a = static_cast<acc_t>(attn[idx]);
-        // Per-lane partial sums over this lane's channels of
-        //   d out / d a      = sum_k w_k s_k
-        //   d out / d w_im   = a * (hh (s1 - s0) + lh (s3 - s2))
-        //   d out / d h_im   = a * (hw (s2 - s0) + lw (s3 - s1))
-        // with s_k = <grad_out, value at corner k> (0 for invalid corners).
-        acc_t part_attn = acc_t(0);
-        acc_t part_w = acc_t(0);
-        acc_t part_h = acc_t(0);
-        Bilinear<acc_t> bl;
-        if (bl.init(static_cast<acc_t>(loc[2 * idx]),
-                    static_cast<acc_t>(loc[2 * idx + 1]), H, W, start, S)) {
-          acc_t s[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
-          for (int64_t vi = lane; vi < nvec; vi += group_size) {
-            acc_t g[VEC];
-            load_vec<VEC>(grad_out + vi * VEC, g);
+    for_each_point<acc_t>(
+        loc, spatial_shapes, level_start_index, L, P, S,
+        [&](int64_t idx, int64_t H, int64_t W,
+            const BilinearCorners<acc_t>& bl, bool sampled) {
+          const acc_t a = static_cast<acc_t>(attn[idx]);
+          // Per-lane partial sums over this lane's channels of
+          //   d out / d a      = sum_k w_k s_k
+          //   d out / d w_im   = a * (hh (s1 - s0) + lh (s3 - s2))
+          //   d out / d h_im   = a * (hw (s2 - s0) + lw (s3 - s1))
+          // with s_k = <grad_out, value at corner k> (0 for corners outside).
+          acc_t part_attn = acc_t(0);
+          acc_t part_w = acc_t(0);
+          acc_t part_h = acc_t(0);
+          if (sampled) {
+            acc_t s[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+            for (int64_t vi = lane; vi < nvec; vi += group_size) {
+              acc_t g[VEC];
+              load_vec<VEC>(grad_out + vi * VEC, g);
 #pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              if (!bl.valid[k]) {
-                continue;
-              }
-              const int64_t offset = bl.row[k] * row_stride + vi * VEC;
-              acc_t v[VEC];
-              load_vec<VEC>(value_bm + offset, v);
-#pragma unroll
-              for (int j = 0; j < VEC; ++j) {
-                s[k] += g[j] * v[j];
-              }
-              if (scatter_grad_value) {
-                const acc_t wk = a * bl.w[k];
-                acc_t upd[VEC];
+              for (int k = 0; k < 4; ++k) {
+                if (!bl.inside[k]) {
+                  continue;
+                }
+                const int64_t offset = bl.row[k] * row_stride + vi * VEC;
+                acc_t v[VEC];
+                load_vec<VEC>(value_bm + offset, v);
 #pragma unroll
                 for (int j = 0; j < VEC; ++j) {
-                  upd[j] = wk * g[j];
+                  s[k] += g[j] * v[j];
                 }
-                atomic_add_vec<VEC>(grad_value + bm_offset + offset, upd);
+                if (scatter_grad_value) {
+                  const acc_t wk = a * bl.weight[k];
+                  acc_t upd[VEC];
+#pragma unroll
+                  for (int j = 0; j < VEC; ++j) {
+                    upd[j] = wk * g[j];
+                  }
+                  atomic_add_vec<VEC>(grad_value + bm_offset + offset, upd);
+                }
               }
             }
+            part_attn = bl.weight[0] * s[0] + bl.weight[1] * s[1] +
+                        bl.weight[2] * s[2] + bl.weight[3] * s[3];
+            part_w = bl.hh * (s[1] - s[0]) + bl.lh * (s[3] - s[2]);
+            part_h = bl.hw * (s[2] - s[0]) + bl.lw * (s[3] - s[1]);
           }
-          part_attn = bl.w[0] * s[0] + bl.w[1] * s[1] + bl.w[2] * s[2] +
-                      bl.w[3] * s[3];
-          part_w = bl.hh * (s[1] - s[0]) + bl.lh * (s[3] - s[2]);
-          part_h = bl.hw * (s[2] - s[0]) + bl.lw * (s[3] - s[1]);
-        }
-        // Reached by every lane of the group (outside the branch above).
-        part_attn = group_sum(part_attn, mask, group_size);
-        part_w = group_sum(part_w, mask, group_size);
-        part_h = group_sum(part_h, mask, group_size);
-        if (lane == 0) {
-          grad_attn[idx] = static_cast<scalar_t>(part_attn);
-          grad_loc[2 * idx] =
-              static_cast<scalar_t>(a * static_cast<acc_t>(W) * part_w);
-          grad_loc[2 * idx + 1] =
-              static_cast<scalar_t>(a * static_cast<acc_t>(H) * part_h);
-        }
-      }
-    }
+          // Reached by every lane of the group (outside the branch above).
+          part_attn = group_sum(part_attn, mask, group_size);
+          part_w = group_sum(part_w, mask, group_size);
+          part_h = group_sum(part_h, mask, group_size);
+          if (lane == 0) {
+            grad_attn[idx] = static_cast<scalar_t>(part_attn);
+            grad_loc[2 * idx] =
+                static_cast<scalar_t>(a * static_cast<acc_t>(W) * part_w);
+            grad_loc[2 * idx + 1] =
+                static_cast<scalar_t>(a * static_cast<acc_t>(H) * part_h);
+          }
+        });
   }
 }
 
@@ -421,36 +440,27 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
       const scalar_t* grad_out = grad_output + bqm * D;
       const scalar_t* loc = sampling_locations + bqm * L * P * 2;
       const scalar_t* attn = attention_weights + bqm * L * P;
-      for (int64_t l = 0; l < L; ++l) {
-        const int64_t H = spatial_shapes[2 * l];
-        const int64_t W = spatial_shapes[2 * l + 1];
-        const int64_t start = level_start_index[l];
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t idx = l * P + p;
-          Bilinear<acc_t> bl;
-          if (!bl.init(static_cast<acc_t>(loc[2 * idx]),
-                       static_cast<acc_t>(loc[2 * idx + 1]), H, W, start, S)) {
-            continue;
-          }
-          const acc_t a = static_cast<acc_t>(attn[idx]);
-          for (int64_t vi = lane; vi < nvec; vi += group_size) {
-            acc_t g[VEC];
-            load_vec<VEC>(grad_out + vi * VEC, g);
+      for_each_sampled_point<acc_t>(
+          loc, attn, spatial_shapes, level_start_index, L, P, S,
+          [&](acc_t a, const BilinearCorners<acc_t>& bl) {
+            for (int64_t vi = lane; vi < nvec; vi += group_size) {
+              acc_t g[VEC];
+              load_vec<VEC>(grad_out + vi * VEC, g);
 #pragma unroll
-            for (int k = 0; k < 4; ++k) {
-              if (!bl.valid[k]) {
-                continue;
-              }
-              const acc_t wk = a * bl.w[k];
-              acc_t* dst = grad_value_bm + bl.row[k] * row_stride + vi * VEC;
+              for (int k = 0; k < 4; ++k) {
+                if (!bl.inside[k]) {
+                  continue;
+                }
+                const acc_t wk = a * bl.weight[k];
+                acc_t* dst =
+                    grad_value_bm + bl.row[k] * row_stride + vi * VEC;
 #pragma unroll
-              for (int j = 0; j < VEC; ++j) {
-                dst[j] += wk * g[j];
+                for (int j = 0; j < VEC; ++j) {
+                  dst[j] += wk * g[j];
+                }
               }
             }
-          }
-        }
-      }
+          });
     }
   }
 }
@@ -551,35 +561,27 @@ inline int64_t plan_deterministic_chunks(int64_t B, int64_t Q, int64_t M,
   return ceil_div(Q, q_per_chunk);
 }
 
-// Forward. Inputs are checked (check_msda_inputs) and contiguous.
-// `launch(kernel, blocks, args...)` runs the __global__ function `kernel` with
-// `blocks` blocks of kThreadsPerBlock threads (and checks the launch).
-template <typename Launcher>
-at::Tensor forward(const Launcher& launch, const at::Tensor& value,
+// Forward on `stream`. Inputs are checked (check_msda_inputs) and contiguous.
+at::Tensor forward(cudaStream_t stream, const at::Tensor& value,
                    const at::Tensor& spatial_shapes,
                    const at::Tensor& level_start_index,
                    const at::Tensor& sampling_locations,
                    const at::Tensor& attention_weights) {
-  const int64_t B = value.size(0);
-  const int64_t S = value.size(1);
-  const int64_t M = value.size(2);
-  const int64_t D = value.size(3);
-  const int64_t Q = sampling_locations.size(1);
-  const int64_t L = sampling_locations.size(3);
-  const int64_t P = sampling_locations.size(4);
+  const MsdaSizes d = msda_sizes(value, sampling_locations);
 
-  at::Tensor output = at::empty({B, Q, M * D}, value.options());
+  at::Tensor output = at::empty(
+      {d.batch, d.num_queries, d.num_heads * d.head_dim}, value.options());
   if (output.numel() == 0) {
     return output;
   }
-  const int64_t num_bqm = B * Q * M;
+  const int64_t num_bqm = d.batch * d.num_queries * d.num_heads;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(),
       "multi_scale_deformable_attn_cuda", [&] {
         const int vec = pick_vec<scalar_t>(
-            D, {value.const_data_ptr(), output.const_data_ptr()});
-        const int64_t nvec = D / vec;
+            d.head_dim, {value.const_data_ptr(), output.const_data_ptr()});
+        const int64_t nvec = d.head_dim / vec;
         const int group_size = pick_group_size(nvec);
         const int64_t per_lane = ceil_div(nvec, group_size);
         const unsigned int blocks =
@@ -588,14 +590,17 @@ at::Tensor forward(const Launcher& launch, const at::Tensor& value,
           constexpr int VEC = decltype(vec_c)::value;
           auto run = [&](auto nv_c) {
             constexpr int NV = decltype(nv_c)::value;
-            launch(&msda_forward_kernel<scalar_t, VEC, NV>, blocks,
-                   value.const_data_ptr<scalar_t>(),
-                   spatial_shapes.const_data_ptr<int64_t>(),
-                   level_start_index.const_data_ptr<int64_t>(),
-                   sampling_locations.const_data_ptr<scalar_t>(),
-                   attention_weights.const_data_ptr<scalar_t>(),
-                   output.mutable_data_ptr<scalar_t>(), num_bqm, S, Q * M, M,
-                   D, L, P, group_size);
+            msda_forward_kernel<scalar_t, VEC, NV>
+                <<<blocks, kThreadsPerBlock, 0, stream>>>(
+                    value.const_data_ptr<scalar_t>(),
+                    spatial_shapes.const_data_ptr<int64_t>(),
+                    level_start_index.const_data_ptr<int64_t>(),
+                    sampling_locations.const_data_ptr<scalar_t>(),
+                    attention_weights.const_data_ptr<scalar_t>(),
+                    output.mutable_data_ptr<scalar_t>(), num_bqm,
+                    d.num_value, d.num_queries * d.num_heads, d.num_heads,
+                    d.head_dim, d.num_levels, d.num_points, group_size);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
           };
           if (per_lane <= 1) {
             run(std::integral_constant<int, 1>{});
@@ -609,28 +614,21 @@ at::Tensor forward(const Launcher& launch, const at::Tensor& value,
   return output;
 }
 
-// Backward. Inputs are checked and contiguous; grad_output has B * Q * M * D
-// elements. Returns (grad_value, grad_sampling_locations,
+// Backward on `stream`. Inputs are checked (check_msda_backward_inputs) and
+// contiguous. Returns (grad_value, grad_sampling_locations,
 // grad_attention_weights). `deterministic` selects the atomic-free grad_value
 // kernel.
-template <typename Launcher>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
-    const Launcher& launch, bool deterministic, const at::Tensor& grad_output,
+    cudaStream_t stream, bool deterministic, const at::Tensor& grad_output,
     const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const int64_t B = value.size(0);
-  const int64_t S = value.size(1);
-  const int64_t M = value.size(2);
-  const int64_t D = value.size(3);
-  const int64_t Q = sampling_locations.size(1);
-  const int64_t L = sampling_locations.size(3);
-  const int64_t P = sampling_locations.size(4);
-  const int64_t num_bqm = B * Q * M;
+  const MsdaSizes d = msda_sizes(value, sampling_locations);
+  const int64_t num_bqm = d.batch * d.num_queries * d.num_heads;
   const int64_t value_numel = value.numel();
   // any_work: some point is sampled by some (b, q, m); value_work: and the
   // sampled values have elements to receive gradient.
-  const bool any_work = num_bqm > 0 && L * P > 0;
+  const bool any_work = num_bqm > 0 && d.num_levels * d.num_points > 0;
   const bool value_work = any_work && value_numel > 0;
 
   at::Tensor grad_loc =
@@ -649,9 +647,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
         int64_t num_chunks = 1;
         if (deterministic && value_work) {
           num_chunks = plan_deterministic_chunks(
-              B, Q, M, value_numel * static_cast<int64_t>(sizeof(acc_t)));
+              d.batch, d.num_queries, d.num_heads,
+              value_numel * static_cast<int64_t>(sizeof(acc_t)));
         }
-        const int64_t q_per_chunk = ceil_div(Q, num_chunks);
+        const int64_t q_per_chunk = ceil_div(d.num_queries, num_chunks);
         // The kernels accumulate grad_value in `accum`: grad_value itself when
         // its dtype is the opmath type and there is one chunk, else an opmath
         // buffer (num_chunks, B, S, M, D) that sum_chunks_kernel reduces in
@@ -664,13 +663,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
           accum = grad_value;
         } else {
           grad_value = at::empty(value.sizes(), value.options());
-          accum = at::zeros({num_chunks, B, S, M, D}, acc_options);
+          accum = at::zeros(
+              {num_chunks, d.batch, d.num_value, d.num_heads, d.head_dim},
+              acc_options);
         }
 
         if (any_work) {
           const int vec = pick_vec<scalar_t>(
-              D, {value.const_data_ptr(), grad_output.const_data_ptr()});
-          const int64_t nvec = D / vec;
+              d.head_dim,
+              {value.const_data_ptr(), grad_output.const_data_ptr()});
+          const int64_t nvec = d.head_dim / vec;
           const int group_size = pick_group_size(nvec);
           const int64_t groups_per_block = kThreadsPerBlock / group_size;
           dispatch_vec<scalar_t>(vec, [&](auto vec_c) {
@@ -678,28 +680,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
             acc_t* atomic_target = (deterministic || !value_work)
                                        ? nullptr
                                        : accum.mutable_data_ptr<acc_t>();
-            launch(&msda_backward_kernel<scalar_t, VEC>,
-                   grid_size(num_bqm, groups_per_block),
-                   grad_output.const_data_ptr<scalar_t>(),
-                   value.const_data_ptr<scalar_t>(),
-                   spatial_shapes.const_data_ptr<int64_t>(),
-                   level_start_index.const_data_ptr<int64_t>(),
-                   sampling_locations.const_data_ptr<scalar_t>(),
-                   attention_weights.const_data_ptr<scalar_t>(),
-                   atomic_target, grad_loc.mutable_data_ptr<scalar_t>(),
-                   grad_attn.mutable_data_ptr<scalar_t>(), num_bqm, S, Q * M,
-                   M, D, L, P, group_size);
+            msda_backward_kernel<scalar_t, VEC>
+                <<<grid_size(num_bqm, groups_per_block), kThreadsPerBlock, 0,
+                   stream>>>(
+                    grad_output.const_data_ptr<scalar_t>(),
+                    value.const_data_ptr<scalar_t>(),
+                    spatial_shapes.const_data_ptr<int64_t>(),
+                    level_start_index.const_data_ptr<int64_t>(),
+                    sampling_locations.const_data_ptr<scalar_t>(),
+                    attention_weights.const_data_ptr<scalar_t>(),
+                    atomic_target, grad_loc.mutable_data_ptr<scalar_t>(),
+                    grad_attn.mutable_data_ptr<scalar_t>(), num_bqm,
+                    d.num_value, d.num_queries * d.num_heads, d.num_heads,
+                    d.head_dim, d.num_levels, d.num_points, group_size);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
             if (deterministic && value_work) {
-              const int64_t num_groups = num_chunks * B * M;
-              launch(&msda_grad_value_deterministic_kernel<scalar_t, VEC>,
-                     grid_size(num_groups, groups_per_block),
-                     grad_output.const_data_ptr<scalar_t>(),
-                     spatial_shapes.const_data_ptr<int64_t>(),
-                     level_start_index.const_data_ptr<int64_t>(),
-                     sampling_locations.const_data_ptr<scalar_t>(),
-                     attention_weights.const_data_ptr<scalar_t>(),
-                     accum.mutable_data_ptr<acc_t>(), num_groups, B, S, Q, M,
-                     D, L, P, q_per_chunk, group_size);
+              const int64_t num_groups = num_chunks * d.batch * d.num_heads;
+              msda_grad_value_deterministic_kernel<scalar_t, VEC>
+                  <<<grid_size(num_groups, groups_per_block),
+                     kThreadsPerBlock, 0, stream>>>(
+                      grad_output.const_data_ptr<scalar_t>(),
+                      spatial_shapes.const_data_ptr<int64_t>(),
+                      level_start_index.const_data_ptr<int64_t>(),
+                      sampling_locations.const_data_ptr<scalar_t>(),
+                      attention_weights.const_data_ptr<scalar_t>(),
+                      accum.mutable_data_ptr<acc_t>(), num_groups, d.batch,
+                      d.num_value, d.num_queries, d.num_heads, d.head_dim,
+                      d.num_levels, d.num_points, q_per_chunk, group_size);
+              C10_CUDA_KERNEL_LAUNCH_CHECK();
             }
           });
         } else {
@@ -708,15 +716,54 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
         }
 
         if (!direct && value_numel > 0) {
-          launch(&sum_chunks_kernel<scalar_t, acc_t>,
-                 grid_size(value_numel, kThreadsPerBlock),
-                 accum.const_data_ptr<acc_t>(),
-                 grad_value.mutable_data_ptr<scalar_t>(), value_numel,
-                 num_chunks);
+          sum_chunks_kernel<scalar_t, acc_t>
+              <<<grid_size(value_numel, kThreadsPerBlock), kThreadsPerBlock, 0,
+                 stream>>>(accum.const_data_ptr<acc_t>(),
+                           grad_value.mutable_data_ptr<scalar_t>(),
+                           value_numel, num_chunks);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
   return std::make_tuple(grad_value, grad_loc, grad_attn);
 }
 
-}  // namespace msda_cuda
+at::Tensor msda_forward_cuda(const at::Tensor& value,
+                             const at::Tensor& spatial_shapes,
+                             const at::Tensor& level_start_index,
+                             const at::Tensor& sampling_locations,
+                             const at::Tensor& attention_weights) {
+  check_msda_inputs(value, spatial_shapes, level_start_index,
+                    sampling_locations, attention_weights);
+  const c10::cuda::CUDAGuard device_guard(value.device());
+  return forward(c10::cuda::getCurrentCUDAStream().stream(),
+                 value.contiguous(), spatial_shapes.contiguous(),
+                 level_start_index.contiguous(),
+                 sampling_locations.contiguous(),
+                 attention_weights.contiguous());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> msda_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& value,
+    const at::Tensor& spatial_shapes, const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  check_msda_backward_inputs(grad_output, value, spatial_shapes,
+                             level_start_index, sampling_locations,
+                             attention_weights);
+  const c10::cuda::CUDAGuard device_guard(value.device());
+  return backward(c10::cuda::getCurrentCUDAStream().stream(),
+                  at::globalContext().deterministicAlgorithms(),
+                  grad_output.contiguous(), value.contiguous(),
+                  spatial_shapes.contiguous(), level_start_index.contiguous(),
+                  sampling_locations.contiguous(),
+                  attention_weights.contiguous());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ddetr_plugin, CUDA, m) {
+  m.impl("multi_scale_deformable_attn", &msda_forward_cuda);
+  m.impl("_multi_scale_deformable_attn_backward", &msda_backward_cuda);
+}
+
 }  // namespace ddetr_plugin
