@@ -51,7 +51,8 @@ HOOKS = _child('hook', MMDET_HOOKS)
 
 DATASETS = _child('dataset', MMDET_DATASETS)
 DATA_SAMPLERS = _child('data sampler', MMDET_DATA_SAMPLERS)
-TRANSFORMS = _child('transform', MMDET_TRANSFORMS)
+TRANSFORMS = _child('transform', MMDET_TRANSFORMS,
+                    ['ddetr_plugin.datasets.transforms'])
 
 MODELS = _child('model', MMDET_MODELS, _MODELS)
 MODEL_WRAPPERS = _child('model_wrapper', MMDET_MODEL_WRAPPERS)

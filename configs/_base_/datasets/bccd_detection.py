@@ -15,7 +15,8 @@ metainfo = dict(
 img_scale = (512, 384)  # (w, h): the 640x480 images at 0.8x
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    # an unreadable image skips its sample (stops above 1% of the images)
+    dict(type='LoadImageFromFileOrSkip', backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True),
     # cells have no up or left: flip both ways
     dict(
@@ -23,6 +24,7 @@ train_pipeline = [
         prob=[0.25, 0.25],
         direction=['horizontal', 'vertical']),
     dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='ClipAndDropBoxes'),  # boxes < 1 px or non-finite, counted
     dict(type='PackDetInputs')
 ]
 test_pipeline = [

@@ -10,7 +10,8 @@ multi_scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333),
                 (608, 1333), (640, 1333), (672, 1333), (704, 1333),
                 (736, 1333), (768, 1333), (800, 1333)]
 train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+    # an unreadable image skips its sample (stops above 1% of the images)
+    dict(type='LoadImageFromFileOrSkip', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomFlip', prob=0.5),
     dict(
@@ -35,6 +36,7 @@ train_pipeline = [
                     keep_ratio=True)
             ]
         ]),
+    dict(type='ClipAndDropBoxes'),  # boxes < 1 px or non-finite, counted
     dict(type='PackDetInputs')
 ]
 test_pipeline = [

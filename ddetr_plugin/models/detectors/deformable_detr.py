@@ -10,6 +10,8 @@ from mmdet.structures import OptSampleList, SampleList
 from torch import Tensor
 
 from ddetr_plugin.registry import MODELS
+from .config_checks import (check_backbone_neck, check_detections_per_image,
+                            check_neck_transformer)
 
 
 def _with_detector_args(cfg: dict, name: str, **detector_args) -> dict:
@@ -52,7 +54,10 @@ class DeformableDETR(BaseDetector):
     Raises:
         ValueError: ``as_two_stage`` in the transformer config or
             ``num_pred_layer``/``share_pred_layer``/``as_two_stage`` in the
-            head config (the detector sets them).
+            head config (the detector sets them); parts that do not fit
+            (backbone outputs vs ``neck.in_channels``, ``neck.num_outs`` vs
+            ``transformer.num_feature_levels``, ``test_cfg.max_per_img`` vs
+            queries x classes; see ``config_checks``).
     """
 
     def __init__(self,
@@ -74,9 +79,11 @@ class DeformableDETR(BaseDetector):
         self.test_cfg = test_cfg
         self.backbone = MODELS.build(backbone)
         self.neck = MODELS.build(neck)
+        check_backbone_neck(backbone, self.backbone, self.neck)
         self.transformer = MODELS.build(
             _with_detector_args(
                 transformer, 'transformer', as_two_stage=as_two_stage))
+        check_neck_transformer(self.neck, self.transformer)
         # one prediction layer per decoder layer, +1 for the proposals
         num_pred_layer = self.transformer.decoder.num_layers + int(
             as_two_stage)
@@ -90,6 +97,8 @@ class DeformableDETR(BaseDetector):
                     as_two_stage=as_two_stage),
                 train_cfg=train_cfg,
                 test_cfg=test_cfg))
+        check_detections_per_image(self.transformer.num_queries,
+                                   self.bbox_head.num_classes, test_cfg)
 
     def extract_feat(self, batch_inputs: Tensor) -> Tuple[Tensor, ...]:
         """Multi-scale feature maps.
