@@ -66,6 +66,7 @@ demo: install data
 	$(PY) tools/train.py $(BCCD_DEMO_CONFIG) --work-dir $(BCCD_DEMO_DIR)
 	$(PY) tools/test.py $(BCCD_DEMO_CONFIG) $(BCCD_DEMO_BEST) --work-dir $(BCCD_DEMO_DIR)/test
 	$(PY) tools/infer.py $(BCCD_DEMO_CONFIG) $(BCCD_DEMO_BEST) $(BCCD_DEMO_IMAGES:%=$(BCCD_SRC)/JPEGImages/%.jpg) --out-dir $(BCCD_DEMO_DIR)/infer
+	$(PY) tools/analysis_tools/vis_sampling_points.py $(BCCD_DEMO_CONFIG) $(BCCD_DEMO_BEST) $(BCCD_SRC)/JPEGImages/BloodImage_00007.jpg --out-dir $(BCCD_DEMO_DIR)/sampling_points --topk 3 --pixel 320 240
 
 bench: install
 	$(PY) benchmarks/bench_msda.py

@@ -60,4 +60,21 @@ param_scheduler = [
 auto_scale_lr = dict(base_batch_size=4)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=1, max_keep_ckpts=2, save_best='coco/bbox_mAP'))
+    checkpoint=dict(interval=1, max_keep_ckpts=2, save_best='coco/bbox_mAP'),
+    # at every validation, 4 fixed val images: predictions beside ground
+    # truth, to TensorBoard and vis_data/vis_image (val_<file>, step=epoch)
+    visualization=dict(
+        type='FixedImagesVisualizationHook',
+        draw=True,
+        image_names=[
+            'BloodImage_00000.jpg', 'BloodImage_00002.jpg',
+            'BloodImage_00014.jpg', 'BloodImage_00017.jpg'
+        ]))
+# at every validation, the last decoder layer's sampling points (paper
+# Figure 6) of the top 3 detections of the first 2 val images
+# (sampling_points_<image>_det<k>_<class>); drawing only, no effect on
+# training
+custom_imports = dict(imports=['ddetr_plugin.visualization'])
+custom_hooks = [
+    dict(type='SamplingPointsVisHook', image_indices=[0, 1], topk=3)
+]

@@ -215,7 +215,8 @@ def multi_scale_deformable_attn(value: torch.Tensor,
     ``attention_weights``. Differentiable in ``value``,
     ``sampling_locations`` and ``attention_weights``. Runs the compiled
     kernel of the device (CPU, and CUDA when built) and falls back to
-    :func:`multi_scale_deformable_attn_pytorch` elsewhere.
+    :func:`multi_scale_deformable_attn_pytorch` elsewhere and while
+    exporting to ONNX (``torch.onnx.is_in_onnx_export()``).
 
     Args:
         value (Tensor): (B, S, num_heads, head_dim), float16/bfloat16/
@@ -244,7 +245,10 @@ def multi_scale_deformable_attn(value: torch.Tensor,
         TypeError: a dtype mismatch, integer ``spatial_shapes`` not int64, or
             tensors on different devices.
     """
-    if has_kernel(value.device.type):
+    # ONNX has no such operator: export the reference decomposition
+    # (bilinear GridSample, opset >= 16) instead of the compiled kernel
+    if has_kernel(value.device.type) and \
+            not torch.onnx.is_in_onnx_export():
         return torch.ops.ddetr_plugin.multi_scale_deformable_attn(
             value, spatial_shapes, level_start_index, sampling_locations,
             attention_weights)

@@ -1,6 +1,6 @@
 """The multi-scale deformable attention module (Deformable DETR, Sec. 4.1)."""
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from mmengine.model import BaseModule, constant_init, xavier_init
@@ -146,13 +146,48 @@ class MultiScaleDeformableAttention(BaseModule):
         if not self.batch_first:
             query = query.transpose(0, 1)
             value = value.transpose(0, 1)
-        batch, num_queries, _ = query.shape
-        num_value = value.shape[1]
+        batch, num_value = value.shape[:2]
 
         value = self.value_proj(value)
         if key_padding_mask is not None:
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         value = value.view(batch, num_value, self.num_heads, -1)
+        sampling_locations, attention_weights = self.sampling_points(
+            query, reference_points, spatial_shapes)
+
+        output = multi_scale_deformable_attn(value, spatial_shapes,
+                                             level_start_index,
+                                             sampling_locations,
+                                             attention_weights)
+        output = self.output_proj(output)
+        if not self.batch_first:
+            output = output.transpose(0, 1)
+        return self.dropout(output) + identity
+
+    def sampling_points(self, query: torch.Tensor,
+                        reference_points: torch.Tensor,
+                        spatial_shapes: torch.Tensor
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Where each query samples, and with which weights (Eq. 3).
+
+        Args:
+            query (Tensor): (B, Q, C) batch-first, ``query_pos`` included.
+            reference_points (Tensor): (B, Q, L, 2) normalised ``(x, y)``
+                or (B, Q, L, 4) normalised ``(cx, cy, w, h)``, relative to
+                each (padded) level map.
+            spatial_shapes (Tensor): (L, 2) int64 ``(H, W)`` per level.
+
+        Returns:
+            tuple: ``sampling_locations`` (B, Q, num_heads, L, num_points,
+            2) normalised ``(x, y)`` on each level map (0..1 spans the
+            padded map, as the op takes them) and ``attention_weights``
+            (B, Q, num_heads, L, num_points), softmax-normalised over levels
+            and points, dtype of ``query``.
+
+        Raises:
+            ValueError: ``reference_points`` whose last dim is not 2 or 4.
+        """
+        batch, num_queries, _ = query.shape
         sampling_offsets = self.sampling_offsets(query).view(
             batch, num_queries, self.num_heads, self.num_levels,
             self.num_points, 2)
@@ -179,12 +214,4 @@ class MultiScaleDeformableAttention(BaseModule):
             raise ValueError('reference_points must end in 2 (x, y) or 4 '
                              '(cx, cy, w, h), got shape '
                              f'{tuple(reference_points.shape)}')
-
-        output = multi_scale_deformable_attn(value, spatial_shapes,
-                                             level_start_index,
-                                             sampling_locations,
-                                             attention_weights)
-        output = self.output_proj(output)
-        if not self.batch_first:
-            output = output.transpose(0, 1)
-        return self.dropout(output) + identity
+        return sampling_locations, attention_weights
