@@ -9,6 +9,7 @@ from mmdet.models.detectors import BaseDetector
 from mmdet.structures import OptSampleList, SampleList
 from torch import Tensor
 
+from ddetr_plugin.engine.pretrained import convert_layout_on_load
 from ddetr_plugin.registry import MODELS
 from .config_checks import (check_backbone_neck, check_detections_per_image,
                             check_neck_transformer)
@@ -73,6 +74,8 @@ class DeformableDETR(BaseDetector):
                  init_cfg=None) -> None:
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        # mmdet / original / Hugging Face weights load as they are
+        self.register_load_state_dict_pre_hook(convert_layout_on_load)
         self.with_box_refine = with_box_refine
         self.as_two_stage = as_two_stage
         self.train_cfg = train_cfg
