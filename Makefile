@@ -71,6 +71,8 @@ demo: install data
 bench: install
 	$(PY) benchmarks/bench_msda.py
 	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_amp.py
+	$(PY) benchmarks/bench_distributed.py
 
 clean:
 	rm -rf build *.egg-info ddetr_plugin/*.so $(VENV)

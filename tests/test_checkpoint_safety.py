@@ -1,9 +1,13 @@
 """Runner checkpoints load through mmengine with torch's safe
 ``weights_only=True`` default once ``register_safe_checkpoint_types()`` ran,
-and files carrying arbitrary callables are still refused."""
+files carrying arbitrary callables are still refused, the refusal says why
+and how to convert a trusted file, and the conversion tool writes a
+checkpoint that loads safely."""
 import itertools
 import os
+import pathlib
 import pickle
+import runpy
 
 import numpy as np
 import pytest
@@ -18,7 +22,10 @@ from mmengine.logging import HistoryBuffer  # noqa: E402
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner, load_checkpoint  # noqa: E402
 
+from conftest import REPO_ROOT  # noqa: E402
+
 from ddetr_plugin.engine.checkpoint import (  # noqa: E402
+    UnsafeCheckpointError, convert_trusted_checkpoint,
     register_safe_checkpoint_types, safe_checkpoint_globals)
 
 
@@ -199,3 +206,69 @@ def test_arbitrary_callable_refused(payload, match, tmp_path, capsys):
     with pytest.raises(pickle.UnpicklingError, match=match):
         torch.load(path)
     assert 'pwned' not in capsys.readouterr().out
+
+
+def _old_trusted_checkpoint(path):
+    """A checkpoint as older tools wrote them: weights plus a pickled
+    ``pathlib.PosixPath`` (which safe loading refuses) in its meta."""
+    state_dict = ToyModel().state_dict()
+    torch.save(dict(state_dict=state_dict,
+                    meta=dict(epoch=3, work_dir=pathlib.PosixPath('/w'),
+                              history=np.arange(3.0, dtype=np.float32),
+                              best=np.float64(0.25)),
+                    message_hub=dict(log_scalars=dict(
+                        loss=HistoryBuffer([1.0, 0.5], [1, 1])))), path)
+    return state_dict
+
+
+def test_refusal_says_why_and_how_to_convert(tmp_path):
+    register_safe_checkpoint_types()
+    path = tmp_path / 'old.pth'
+    _old_trusted_checkpoint(path)
+    runner = _runner(tmp_path / 'wd', max_iters=1)
+    for load in (lambda: load_checkpoint(ToyModel(), str(path)),
+                 lambda: runner.resume(str(path))):
+        with pytest.raises(UnsafeCheckpointError) as refused:
+            load()
+        message = str(refused.value)
+        assert f'refused to load checkpoint {path}' in message
+        assert '`pathlib.PosixPath`' in message
+        assert 'would import and run code' in message
+        assert ('python tools/model_converters/convert_trusted_checkpoint.py '
+                f'{path} CLEAN.pth --trust-code') in message
+        assert 'will likely succeed' not in message
+        assert refused.value.__suppress_context__  # not torch's advice
+    assert isinstance(refused.value, pickle.UnpicklingError)
+
+
+def test_convert_trusted_checkpoint_tool(tmp_path, capsys):
+    register_safe_checkpoint_types()
+    src, out = tmp_path / 'old.pth', tmp_path / 'clean.pth'
+    state_dict = _old_trusted_checkpoint(src)
+    tool = runpy.run_path(str(REPO_ROOT / 'tools' / 'model_converters' /
+                              'convert_trusted_checkpoint.py'))
+    with pytest.raises(SystemExit, match='Pass --trust-code only if'):
+        tool['main']([str(src), str(out)])
+    assert not out.exists()
+    tool['main']([str(src), str(out), '--trust-code'])
+    printed = capsys.readouterr().out
+    assert "dropped checkpoint['meta']['work_dir'] (pathlib.PosixPath)" in \
+        printed
+    assert '1 object(s) dropped' in printed
+    clean = torch.load(out)  # safe loading accepts it now
+    assert clean['meta']['work_dir'] is None
+    assert clean['meta']['epoch'] == 3 and clean['meta']['best'] == 0.25
+    torch.testing.assert_close(clean['meta']['history'],
+                               torch.arange(3.0))
+    assert clean['message_hub']['log_scalars']['loss'].current() == 0.5
+    for key, value in state_dict.items():
+        torch.testing.assert_close(clean['state_dict'][key], value)
+    model = ToyModel()
+    load_checkpoint(model, str(out), strict=True)
+
+
+def test_convert_refuses_to_overwrite_its_source(tmp_path):
+    path = tmp_path / 'old.pth'
+    _old_trusted_checkpoint(path)
+    with pytest.raises(ValueError, match='not the source'):
+        convert_trusted_checkpoint(str(path), str(path))

@@ -1,18 +1,26 @@
 # Runtime of every config: our registry scope first, then mmdet's/mmengine's.
 default_scope = 'ddetr_plugin'
+# mmengine's Runner plus: gloo/nccl picked for the machine, DDP on CPU,
+# atomic checkpoints, random state saved and restored on resume
+# (ddetr_plugin/engine/runner.py)
+runner_type = 'ddetr_plugin.engine.DDETRRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1),
+    # saved after the epoch's validation, atomically, old files removed last
+    checkpoint=dict(type='CrashSafeCheckpointHook', interval=1),
+    # stops at the first NaN/inf loss term, naming it and the iteration
+    check_finite_loss=dict(type='CheckFiniteLossHook'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
 
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'),
+    # backend=None: gloo without CUDA, nccl with it; set it to override
+    dist_cfg=dict(backend=None),
 )
 
 vis_backends = [

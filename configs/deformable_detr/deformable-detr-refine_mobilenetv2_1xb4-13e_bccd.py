@@ -58,6 +58,9 @@ param_scheduler = [
 ]
 # one process, batch 4
 auto_scale_lr = dict(base_batch_size=4)
+# mmdet's MobileNetV2 always builds its last 1x1 conv (`conv2`), which
+# out_indices=(4, 6) leaves unused: DDP (tools/dist_train.sh) must skip it
+find_unused_parameters = True
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=1, max_keep_ckpts=2, save_best='coco/bbox_mAP'),

@@ -30,9 +30,20 @@ defaults (``OrderedDict``, ``Counter``, tensors, plain containers):
   ``Int64DType`` (history buffers), ``Float32DType`` (float32 metric
   values). Under numpy 2 the same functions are also registered under their
   numpy-1 names and vice versa, so a file saved with either loads.
+
+A refused file raises :class:`UnsafeCheckpointError` from mmengine's loader
+of local files (:func:`load_local_checkpoint`, installed for the ``''``
+scheme of ``mmengine.runner.CheckpointLoader``): it names the global, says
+that loading it would run code, and gives the command that converts a
+trusted old checkpoint once (:func:`convert_trusted_checkpoint`,
+``tools/model_converters/convert_trusted_checkpoint.py``), instead of
+torch's advice to pass ``weights_only=False``.
 """
+import os.path as osp
 import pickle
-from typing import Any, List, Tuple, Union
+import re
+from collections import OrderedDict
+from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 import torch
@@ -109,14 +120,169 @@ def register_safe_checkpoint_types() -> List[SafeGlobal]:
     """Allow-list the Runner checkpoint globals for ``weights_only`` loads.
 
     Calls ``torch.serialization.add_safe_globals`` with
-    :func:`safe_checkpoint_globals`; idempotent (the allow-list is a set).
-    ``torch.load`` keeps ``weights_only=True``: any other global, e.g. a
-    pickled ``os.system`` or a ``__reduce__`` returning an arbitrary
-    callable, still raises ``pickle.UnpicklingError``.
+    :func:`safe_checkpoint_globals` and installs :func:`load_local_checkpoint`
+    as mmengine's loader of local files; idempotent (the allow-list is a set,
+    the loader replaces itself). ``torch.load`` keeps ``weights_only=True``:
+    any other global, e.g. a pickled ``os.system`` or a ``__reduce__``
+    returning an arbitrary callable, still raises ``pickle.UnpicklingError``
+    (:class:`UnsafeCheckpointError` through mmengine).
 
     Returns:
         list: The entries that were registered.
     """
+    from mmengine.runner import CheckpointLoader
     entries = safe_checkpoint_globals()
     torch.serialization.add_safe_globals(entries)
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_local_checkpoint, force=True)
     return entries
+
+
+#: The command that converts a trusted checkpoint, shown in refusals.
+CONVERT_COMMAND = ('python tools/model_converters/'
+                   'convert_trusted_checkpoint.py {path} CLEAN.pth '
+                   '--trust-code')
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint needs a global outside the safe-loading allow-list.
+
+    Subclass of ``pickle.UnpicklingError`` (what ``torch.load`` raises), so
+    code catching torch's error still catches it.
+    """
+
+
+def _refused_global(error: Exception) -> str:
+    """The ``module.name`` torch's message reports, or a description."""
+    found = re.search(r'GLOBAL ([\w.]+)', str(error))
+    if found:
+        return found.group(1)
+    found = re.search(r'asks for (getattr\(.*?\))', str(error))
+    return found.group(1) if found else 'a global outside the allow-list'
+
+
+def explain_refusal(path: str, error: Exception) -> UnsafeCheckpointError:
+    """Turn torch's ``weights_only`` refusal into an actionable error.
+
+    Args:
+        path (str): The refused checkpoint file.
+        error (Exception): ``pickle.UnpicklingError`` from ``torch.load``.
+
+    Returns:
+        UnsafeCheckpointError: Its message names ``path`` and the refused
+        global, says that loading it would run code from the file, and gives
+        the conversion command for trusted files (:data:`CONVERT_COMMAND`).
+        It never suggests ``weights_only=False``.
+    """
+    detail = [line for line in str(error).splitlines()
+              if 'GLOBAL' in line or 'getattr(' in line]
+    return UnsafeCheckpointError(
+        f'refused to load checkpoint {path}: it references '
+        f'`{_refused_global(error)}`, which torch\'s safe loading '
+        '(weights_only=True) does not allow. Loading it would import and run '
+        'code named in the file, so it stays refused. If you trust the file '
+        '(you wrote it, or know its source), convert it once into a clean '
+        'checkpoint that loads safely:\n    '
+        f'{CONVERT_COMMAND.format(path=path)}\n'
+        + (f'(torch: {detail[0].strip()})' if detail else ''))
+
+
+def load_local_checkpoint(filename: str, map_location=None) -> Any:
+    """mmengine's loader of local checkpoint files, with safe loading.
+
+    ``mmengine.runner.checkpoint.load_from_local`` (``torch.load`` with the
+    ``weights_only=True`` default), plus :func:`explain_refusal` for files
+    that need other globals. Used by ``Runner.load_checkpoint``/``resume``,
+    ``load_checkpoint`` and ``init_cfg=dict(type='Pretrained')``.
+
+    Args:
+        filename (str): Local path (``~`` expanded).
+        map_location: As for ``torch.load``.
+
+    Returns:
+        The loaded object (usually a dict).
+
+    Raises:
+        FileNotFoundError: ``filename`` is not a file.
+        UnsafeCheckpointError: The file needs a global outside the
+            allow-list of :func:`safe_checkpoint_globals`.
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(filename, map_location=map_location)
+    except pickle.UnpicklingError as error:
+        raise explain_refusal(filename, error) from None
+
+
+def _clean(obj: Any, where: str, dropped: List[str]) -> Any:
+    """``obj`` with every part safe loading refuses removed (see
+    :func:`convert_trusted_checkpoint`)."""
+    from mmengine.config import ConfigDict
+    from mmengine.logging import HistoryBuffer
+    if isinstance(obj, (torch.Tensor, HistoryBuffer, str, bytes, bool, int,
+                        float, complex, type(None), torch.dtype,
+                        torch.device, torch.Size)):
+        return obj.detach() if isinstance(obj, torch.Tensor) else obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj) if obj.dtype.kind in 'biufc' else \
+            _clean(obj.tolist(), where, dropped)
+    if isinstance(obj, dict):
+        kind = (ConfigDict if isinstance(obj, ConfigDict) else
+                type(obj) if type(obj) in (dict, OrderedDict) else dict)
+        return kind({
+            _clean(key, f'{where} key', dropped):
+            _clean(value, f'{where}[{key!r}]', dropped)
+            for key, value in obj.items()
+        })
+    if isinstance(obj, (list, tuple, set)):
+        items = [_clean(value, f'{where}[{i}]', dropped)
+                 for i, value in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    dropped.append(f'{where} ({type(obj).__module__}.'
+                   f'{type(obj).__qualname__})')
+    return None
+
+
+def convert_trusted_checkpoint(src: str, dst: str) -> Dict[str, Any]:
+    """Rewrite a trusted checkpoint that safe loading refuses as a clean one.
+
+    Loads ``src`` ONCE with ``torch.load(weights_only=False)``, which runs
+    any code the file names: call it only for files you trust (the CLI asks
+    for ``--trust-code``). Keeps tensors (detached), numbers, strings,
+    ``None``, dtypes, devices, mmengine ``HistoryBuffer`` and ``ConfigDict``
+    and containers of these (numpy scalars become Python numbers, numeric
+    numpy arrays tensors, sets and namedtuples tuples); replaces every other
+    object by ``None`` and lists it. The result is written atomically to
+    ``dst`` and loaded back with ``weights_only=True`` before this returns.
+
+    Args:
+        src (str): The trusted checkpoint.
+        dst (str): The clean checkpoint to write (may not be ``src``).
+
+    Returns:
+        dict: ``{'checkpoint': <the clean object>, 'dropped': [str]}``, where
+        each dropped entry names its place in the file and its type.
+
+    Raises:
+        FileNotFoundError: ``src`` is not a file.
+        ValueError: ``dst`` is ``src``.
+    """
+    from .atomic_file import commit_file, temporary_path
+    if not osp.isfile(src):
+        raise FileNotFoundError(f'{src} can not be found.')
+    if osp.realpath(src) == osp.realpath(dst):
+        raise ValueError(f'write the clean checkpoint to a new file, not the '
+                         f'source {src}')
+    checkpoint = torch.load(src, map_location='cpu', weights_only=False)
+    dropped: List[str] = []
+    clean = _clean(checkpoint, 'checkpoint', dropped)
+    temporary = temporary_path(dst)
+    torch.save(clean, temporary)
+    register_safe_checkpoint_types()
+    torch.load(temporary, map_location='cpu')  # raises if still unsafe
+    commit_file(temporary, dst)
+    return dict(checkpoint=clean, dropped=dropped)

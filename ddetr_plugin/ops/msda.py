@@ -162,6 +162,34 @@ def _backward(ctx, grad_output):
 torch.library.register_autograd(
     _OP, _backward, setup_context=_setup_context)
 
+# Autocast: the op runs in the dtype of ``value`` (bfloat16/float16 when it
+# comes from a linear layer under autocast), accumulating in float32 inside
+# the kernels; ``sampling_locations`` and ``attention_weights`` (float32
+# from the reference points) are cast to it, differentiably. Nothing is
+# upcast to float32.
+_AUTOCAST_LIBRARY = torch.library.Library('ddetr_plugin', 'IMPL')
+
+
+def _register_autocast(device_type):
+    key = 'Autocast' + torch._C._dispatch_key_for_device(device_type)
+    below_autocast = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey,
+                                                     key))
+
+    def _msda_autocast(_, value, spatial_shapes, level_start_index,
+                       sampling_locations, attention_weights):
+        with torch._C._ExcludeDispatchKeyGuard(below_autocast):
+            return torch.ops.ddetr_plugin.multi_scale_deformable_attn(
+                value, spatial_shapes, level_start_index,
+                sampling_locations.to(value.dtype),
+                attention_weights.to(value.dtype))
+
+    _AUTOCAST_LIBRARY.impl('multi_scale_deformable_attn', _msda_autocast, key,
+                           with_keyset=True)
+
+
+for _device_type in ('cpu', 'cuda'):
+    _register_autocast(_device_type)
+
 
 @torch.compiler.assume_constant_result
 def has_kernel(device_type: str) -> bool:

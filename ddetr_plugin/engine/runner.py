@@ -1,0 +1,146 @@
+"""``DDETRRunner``: mmengine's Runner made to scale out and to resume exactly.
+
+Selected by ``runner_type`` in ``configs/_base_/default_runtime.py``, so
+``tools/train.py``/``tools/test.py`` (mmdet's scripts) build it. It changes
+four things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
+
+* the process group: ``env_cfg.dist_cfg.backend=None`` picks ``gloo``
+  without CUDA and ``nccl`` with it, and machines without CUDA start without
+  ``torch.cuda.set_device`` (:mod:`.distributed`);
+* the DDP wrapper on CPU: ``MMDistributedDataParallel`` without
+  ``device_ids`` (mmengine passes ``[LOCAL_RANK]``, which DDP refuses for CPU
+  modules);
+* checkpoint writes are atomic (:mod:`.atomic_file`): the file appears
+  under its final name only when complete;
+* every process's random state (:mod:`.random_state`) is saved with each
+  checkpoint, in the message hub's runtime info (``random_state``, one entry
+  per rank), and restored by :meth:`DDETRRunner.resume`, so an interrupted
+  and resumed run continues the same random streams.
+"""
+import os.path as osp
+from typing import Dict, Optional
+
+import torch
+from mmengine.dist import (all_gather_object, get_rank, is_distributed,
+                           is_main_process)
+from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.model import is_model_wrapper
+from mmengine.runner import Runner
+
+from ddetr_plugin.registry import MODEL_WRAPPERS, RUNNERS
+from .atomic_file import commit_file, temporary_path
+from .distributed import init_process_group
+from .random_state import capture_random_state, restore_random_state
+
+#: Message-hub runtime-info key holding the per-rank random states.
+RANDOM_STATE_KEY = 'random_state'
+
+
+@RUNNERS.register_module()
+class DDETRRunner(Runner):
+    """mmengine's ``Runner`` with CPU-capable DDP, atomic checkpoints and
+    exact resume (see the module docstring). Same arguments as ``Runner``.
+    """
+
+    def setup_env(self, env_cfg: Dict) -> None:
+        """Create the process group, then mmengine's set-up.
+
+        Args:
+            env_cfg (dict): As for ``Runner``; ``dist_cfg.backend`` may be
+                ``None`` (or absent): ``gloo`` without CUDA, ``nccl`` with
+                it.
+        """
+        if self.distributed and not is_distributed():
+            init_process_group(self.launcher, **env_cfg.get('dist_cfg', {}))
+        super().setup_env(env_cfg)
+
+    def wrap_model(self, model_wrapper_cfg: Optional[Dict], model):
+        """Wrap for DDP; without CUDA, with no ``device_ids``.
+
+        Args:
+            model_wrapper_cfg (dict, optional): ``model_wrapper_cfg`` of the
+                config (default: ``MMDistributedDataParallel`` with
+                ``broadcast_buffers=False`` and the config's
+                ``find_unused_parameters``, default False).
+            model (nn.Module): The model.
+
+        Returns:
+            nn.Module: The wrapped model (the model itself when not
+            distributed).
+        """
+        if (not self.distributed or is_model_wrapper(model)
+                or torch.cuda.is_available()):
+            return super().wrap_model(model_wrapper_cfg, model)
+        wrapper_cfg = dict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=self.cfg.get('find_unused_parameters',
+                                                False))
+        wrapper_cfg.update(model_wrapper_cfg or {})
+        return MODEL_WRAPPERS.build(
+            wrapper_cfg, default_args=dict(module=model))
+
+    def save_checkpoint(self, out_dir: str, filename: str,
+                        file_client_args: Optional[dict] = None,
+                        save_optimizer: bool = True,
+                        save_param_scheduler: bool = True,
+                        meta: Optional[dict] = None, by_epoch: bool = True,
+                        backend_args: Optional[dict] = None) -> None:
+        """``Runner.save_checkpoint``, atomic, with every rank's random state.
+
+        Called on every rank (as ``CheckpointHook`` does): the ranks' random
+        states are gathered, then the main process writes
+        ``out_dir/.<filename>.tmp`` and renames it to ``out_dir/filename``
+        after ``fsync``. Remote file backends (``backend_args`` or
+        ``file_client_args`` naming one) are written by mmengine as before.
+        Arguments as for ``Runner.save_checkpoint``.
+        """
+        self.message_hub.update_info(RANDOM_STATE_KEY,
+                                     all_gather_object(capture_random_state()))
+        if not is_main_process():
+            return
+        save = super().save_checkpoint
+        kwargs = dict(
+            file_client_args=file_client_args,
+            save_optimizer=save_optimizer,
+            save_param_scheduler=save_param_scheduler,
+            meta=meta,
+            by_epoch=by_epoch,
+            backend_args=backend_args)
+        local = file_client_args is None and isinstance(
+            get_file_backend(out_dir, backend_args=backend_args),
+            LocalBackend)
+        if not local:
+            save(out_dir, filename, **kwargs)
+            return
+        path = osp.join(out_dir, filename)
+        temporary = temporary_path(path)
+        save(out_dir, osp.basename(temporary), **kwargs)
+        commit_file(temporary, path)
+
+    def resume(self, filename: str, resume_optimizer: bool = True,
+               resume_param_scheduler: bool = True,
+               map_location='default') -> None:
+        """``Runner.resume``, then restore this rank's random state.
+
+        A checkpoint written by mmengine's own Runner holds no random state:
+        a warning says that the run continues from the seed instead. With a
+        different number of processes than the saved run, every rank takes
+        rank 0's state (warned). Arguments as for ``Runner.resume``.
+        """
+        super().resume(filename, resume_optimizer, resume_param_scheduler,
+                       map_location)
+        states = self.message_hub.runtime_info.get(RANDOM_STATE_KEY)
+        if not states:
+            self.logger.warning(
+                f'{filename} holds no random state (not saved by '
+                'DDETRRunner): the resumed run draws new random numbers and '
+                'will not repeat an uninterrupted run exactly')
+            return
+        if len(states) != self.world_size:
+            self.logger.warning(
+                f'{filename} was saved by {len(states)} processes, this run '
+                f'has {self.world_size}: every process takes rank 0\'s '
+                'random state')
+            states = [states[0]] * self.world_size
+        restore_random_state(states[get_rank()])
