@@ -207,6 +207,9 @@ def test_bccd_config_hooks_log_pictures_at_validation(tmp_path):
     cfg.val_dataloader.persistent_workers = False
     cfg.val_evaluator.ann_file = ann_file
     cfg.work_dir = str(tmp_path / 'work')
+    # mmengine reuses a visualizer of the same name made by an earlier test
+    # in this process (with that test's save_dir): give this Runner its own
+    cfg.visualizer.name = f'visualizer_{tmp_path.name}'
     for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
                 'param_scheduler', 'test_dataloader', 'test_cfg',
                 'test_evaluator', 'auto_scale_lr'):

@@ -110,7 +110,9 @@ class FixedImagesVisualizationHook(DetVisualizationHook):
             if name not in self.image_names:
                 continue
             image = mmcv.imread(output.img_path, channel_order='rgb')
-            self._visualizer.add_datasample(
+            # the runner's own visualizer: mmdet's hook takes the latest
+            # created instance, another Runner's when one process builds two
+            runner.visualizer.add_datasample(
                 f'val_{name}', image, data_sample=output, show=self.show,
                 wait_time=self.wait_time, pred_score_thr=self.score_thr,
                 step=runner.epoch)
