@@ -32,18 +32,13 @@ model = dict(
     neck=dict(bias=True),
     bbox_head=dict(num_classes=len(classes)))
 
+# what the train and val splits share
+custom_dataset = dict(
+    data_root=data_root, metainfo=metainfo, data_prefix=dict(img='images/'))
 train_dataloader = dict(
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/train.json',
-        data_prefix=dict(img='images/')))
+    dataset=dict(custom_dataset, ann_file='annotations/train.json'))
 val_dataloader = dict(
-    dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
-        ann_file='annotations/val.json',
-        data_prefix=dict(img='images/')))
+    dataset=dict(custom_dataset, ann_file='annotations/val.json'))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
 test_evaluator = val_evaluator
