@@ -28,7 +28,9 @@ def make_extension():
     cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'csrc' / 'cuda').glob('*.cu'))
     with_cuda = os.environ.get('FORCE_CUDA') == '1' or (
         torch.version.cuda is not None and CUDA_HOME is not None)
-    cxx_flags = ['-O3', '-fopenmp']
+    # -fno-trapping-math: compares may be if-converted, so the CPU kernel's
+    # branch-free loops vectorise (no code here reads floating-point flags)
+    cxx_flags = ['-O3', '-fopenmp', '-fno-trapping-math']
     if with_cuda and cuda_sources:
         return CUDAExtension(
             'ddetr_plugin._C',

@@ -593,3 +593,61 @@ def test_torch_compile_reports_bad_shapes_at_trace_time():
                        match=re.escape('sampling_locations must have shape')):
         compiled(value, locations[..., :1], weights)
     assert not compiled_graphs  # raised while tracing, before any backend
+
+
+_ISA_SCRIPT = r'''
+import sys
+import torch
+sys.path.insert(0, {tests!r})
+from conftest import make_msda_inputs
+from test_msda_op import forward_and_grads, random_grad_output
+import ddetr_plugin.ops  # noqa: F401
+results = {{'capability': torch.backends.cpu.get_cpu_capability()}}
+for dtype in (torch.float64, torch.float32, torch.bfloat16):
+    for head_dim in (32, 71):
+        inputs = make_msda_inputs(batch=2, num_queries=40, num_heads=3,
+                                  head_dim=head_dim,
+                                  shapes=((9, 13), (5, 7), (3, 4)),
+                                  num_points=4, dtype=dtype)
+        # grad_output goes along: torch's randn differs between capabilities
+        grad_output = random_grad_output(inputs)
+        results[(str(dtype), head_dim)] = (
+            inputs, grad_output, forward_and_grads(inputs, grad_output))
+torch.save(results, sys.argv[1])
+'''
+
+
+def test_cpu_instruction_set_variants(tmp_path):
+    """The AVX-512, AVX2 and baseline variants of the CPU kernels
+    (picked by torch's CPU capability, lowered by ``ATEN_CPU_CAPABILITY``),
+    each in a fresh process, against mmcv's float64 reference; variants the
+    CPU lacks are skipped (torch then reports a lower capability)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    tests = str(Path(__file__).parent)
+    script = tmp_path / 'isa.py'
+    script.write_text(_ISA_SCRIPT.format(tests=tests))
+    ran = []
+    for capability in ('default', 'avx2', 'avx512'):
+        out = tmp_path / f'{capability}.pt'
+        env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
+        subprocess.run([sys.executable, str(script), str(out)], env=env,
+                       check=True, cwd=tests)
+        results = torch.load(out)
+        if results.pop('capability').lower() != capability:
+            continue  # this CPU has no such instructions
+        ran.append(capability)
+        for (dtype, head_dim), (inputs, grad_output, got) in results.items():
+            want = reference(inputs, grad_output)
+            tol = {'torch.float64': TOLERANCE[torch.float64],
+                   'torch.float32': TOLERANCE[torch.float32],
+                   'torch.bfloat16': HALF_TOLERANCE[torch.bfloat16]}[dtype]
+            for name, a, b in zip(('output', ) + GRAD_NAMES, got, want):
+                assert_close_scaled(a, b, tol,
+                                    f'{capability} {dtype} D={head_dim} '
+                                    f'{name}')
+    assert 'default' in ran, ran
+    if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):
+        assert 'avx2' in ran, ran
