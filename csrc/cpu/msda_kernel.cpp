@@ -14,7 +14,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/Version.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -22,12 +21,12 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "../msda.h"
+#include "cpu_isa.h"
 
 namespace ddetr_plugin {
 namespace {
@@ -326,15 +325,21 @@ inline void copy_rows(dst_t* __restrict__ dst, int64_t dst_stride,
   }
 }
 
+// Queries whose grad_output rows, locations and weights the backward copies
+// at a time: bounds the per-query slices (about 60 KiB at 8 x 32 channels,
+// 4 levels x 4 points) whatever the number of queries.
+constexpr int64_t kQueryChunk = 128;
+
 // Backward for the (batch, head) tasks [begin, end). One head's rows sit
 // num_heads rows apart in every tensor of the op (value, grad_output,
 // sampling_locations, attention_weights and their gradients), so a task
 // first copies its head's rows into contiguous slices: value in acc_t with
 // a zero row S appended for corners outside the map, grad_output in acc_t,
-// locations and weights; it accumulates grad_value in an acc_t slice (plus a
-// scratch row S) and the location and weight gradients in slices, then
-// copies them out. The copies are tight loops the memory system overlaps;
-// the scatter of each sample's four corner updates then stays in L2.
+// locations and weights (kQueryChunk queries at a time); it accumulates
+// grad_value in an acc_t slice (plus a scratch row S) and the location and
+// weight gradients in slices, then copies them out. The copies are tight
+// loops the memory system overlaps; the scatter of each sample's four corner
+// updates then stays in L2.
 // grad_value rows of one (batch, head) are written by that task alone, in a
 // fixed order (queries, levels, points): race-free and bitwise
 // deterministic for any thread count.
@@ -353,126 +358,82 @@ void backward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
   ItemCorners<acc_t> corners(samples);
   std::vector<acc_t> value_slice((S + 1) * D, acc_t(0));  // row S: zeros
   std::vector<acc_t> grad_value_slice((S + 1) * D);       // row S: scratch
-  std::vector<acc_t> grad_out_slice(Q * D);
-  std::vector<scalar_t> loc_slice(Q * samples * 2), attn_slice(Q * samples);
-  std::vector<scalar_t> grad_loc_slice(Q * samples * 2);
-  std::vector<scalar_t> grad_attn_slice(Q * samples);
+  // per-query slices, kQueryChunk queries at a time
+  const int64_t chunk = std::min(Q, kQueryChunk);
+  std::vector<acc_t> grad_out_slice(chunk * D);
+  std::vector<scalar_t> loc_slice(chunk * samples * 2);
+  std::vector<scalar_t> attn_slice(chunk * samples);
+  std::vector<scalar_t> grad_loc_slice(chunk * samples * 2);
+  std::vector<scalar_t> grad_attn_slice(chunk * samples);
   std::vector<acc_t> dots(4 * samples);  // <grad_out, corner value>
   for (int64_t task = begin; task < end; ++task) {
     const int64_t m = task % d.num_heads;
     const int64_t b = task / d.num_heads;
     const int64_t value_offset = b * S * row_stride + m * D;
-    const int64_t item_offset = b * Q * d.num_heads + m;  // item (b, 0, m)
     copy_rows(value_slice.data(), D, a.value + value_offset, row_stride, S, D);
-    copy_rows(grad_out_slice.data(), D, a.grad_out + item_offset * D,
-              row_stride, Q, D);
-    copy_rows(loc_slice.data(), samples * 2,
-              a.loc + item_offset * samples * 2, sample_stride * 2, Q,
-              samples * 2);
-    copy_rows(attn_slice.data(), samples, a.attn + item_offset * samples,
-              sample_stride, Q, samples);
     std::fill(grad_value_slice.begin(), grad_value_slice.end(), acc_t(0));
-    for (int64_t q = 0; q < Q; ++q) {
-      corners.template fill<true>(levels, loc_slice.data() + q * samples * 2,
-                                  attn_slice.data() + q * samples, samples,
-                                  zero_row);
-      const acc_t* g = grad_out_slice.data() + q * D;
-      for (int64_t s = 0; s < samples; ++s) {
-        const acc_t* v[4];
-        acc_t* gv[4];
-        for (int k = 0; k < 4; ++k) {
-          const int64_t row = corners.row[4 * s + k];
-          v[k] = value_slice.data() + row * D;
-          gv[k] = grad_value_slice.data() + row * D;
+    for (int64_t q0 = 0; q0 < Q; q0 += chunk) {
+      const int64_t rows = std::min(chunk, Q - q0);
+      const int64_t item = (b * Q + q0) * d.num_heads + m;  // (b, q0, m)
+      copy_rows(grad_out_slice.data(), D, a.grad_out + item * D, row_stride,
+                rows, D);
+      copy_rows(loc_slice.data(), samples * 2, a.loc + item * samples * 2,
+                sample_stride * 2, rows, samples * 2);
+      copy_rows(attn_slice.data(), samples, a.attn + item * samples,
+                sample_stride, rows, samples);
+      for (int64_t q = 0; q < rows; ++q) {
+        corners.template fill<true>(levels, loc_slice.data() + q * samples * 2,
+                                    attn_slice.data() + q * samples, samples,
+                                    zero_row);
+        const acc_t* g = grad_out_slice.data() + q * D;
+        for (int64_t s = 0; s < samples; ++s) {
+          const acc_t* v[4];
+          acc_t* gv[4];
+          for (int k = 0; k < 4; ++k) {
+            const int64_t row = corners.row[4 * s + k];
+            v[k] = value_slice.data() + row * D;
+            gv[k] = grad_value_slice.data() + row * D;
+          }
+          blend_backward(g, v, gv, corners.value_weight.data() + 4 * s,
+                         dots.data() + 4 * s, D);
         }
-        blend_backward(g, v, gv, corners.value_weight.data() + 4 * s,
-                       dots.data() + 4 * s, D);
-      }
-      scalar_t* grad_attn_q = grad_attn_slice.data() + q * samples;
-      scalar_t* grad_loc_q = grad_loc_slice.data() + q * samples * 2;
-      for (int64_t s = 0; s < samples; ++s) {
-        acc_t grad_attn = 0, grad_x = 0, grad_y = 0;
-        for (int k = 0; k < 4; ++k) {
-          grad_attn += corners.bilinear[4 * s + k] * dots[4 * s + k];
-          grad_x += corners.d_x[4 * s + k] * dots[4 * s + k];
-          grad_y += corners.d_y[4 * s + k] * dots[4 * s + k];
+        scalar_t* grad_attn_q = grad_attn_slice.data() + q * samples;
+        scalar_t* grad_loc_q = grad_loc_slice.data() + q * samples * 2;
+        for (int64_t s = 0; s < samples; ++s) {
+          acc_t grad_attn = 0, grad_x = 0, grad_y = 0;
+          for (int k = 0; k < 4; ++k) {
+            grad_attn += corners.bilinear[4 * s + k] * dots[4 * s + k];
+            grad_x += corners.d_x[4 * s + k] * dots[4 * s + k];
+            grad_y += corners.d_y[4 * s + k] * dots[4 * s + k];
+          }
+          grad_attn_q[s] = static_cast<scalar_t>(grad_attn);
+          grad_loc_q[2 * s] = static_cast<scalar_t>(grad_x);
+          grad_loc_q[2 * s + 1] = static_cast<scalar_t>(grad_y);
         }
-        grad_attn_q[s] = static_cast<scalar_t>(grad_attn);
-        grad_loc_q[2 * s] = static_cast<scalar_t>(grad_x);
-        grad_loc_q[2 * s + 1] = static_cast<scalar_t>(grad_y);
       }
+      copy_rows(a.grad_loc + item * samples * 2, sample_stride * 2,
+                grad_loc_slice.data(), samples * 2, rows, samples * 2);
+      copy_rows(a.grad_attn + item * samples, sample_stride,
+                grad_attn_slice.data(), samples, rows, samples);
     }
     copy_rows(a.grad_value + value_offset, row_stride,
               grad_value_slice.data(), D, S, D);
-    copy_rows(a.grad_loc + item_offset * samples * 2, sample_stride * 2,
-              grad_loc_slice.data(), samples * 2, Q, samples * 2);
-    copy_rows(a.grad_attn + item_offset * samples, sample_stride,
-              grad_attn_slice.data(), samples, Q, samples);
   }
 }
 
-// Every dtype gets variants compiled for AVX-512 (x86-64-v4) and AVX2
-// (x86-64-v3), with the hot loops inlined and vectorised for them. The
-// variant follows torch's own CPU capability (at::get_cpu_capability(): the
-// CPU's features, lowered with ATEN_CPU_CAPABILITY=avx2 or default), so one
-// environment variable selects the same instruction set for ATen and this op,
-// and the AVX2 and baseline paths can be tested on an AVX-512 machine.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MSDA_X86_VARIANTS 1
-
-enum class CpuIsa { kBaseline, kAvx2, kAvx512 };
-
-CpuIsa cpu_isa() {
-  static const CpuIsa isa = [] {
-    const std::string capability = at::get_cpu_capability();
-    if (capability == "AVX512") return CpuIsa::kAvx512;
-    if (capability == "AVX2") return CpuIsa::kAvx2;
-    return CpuIsa::kBaseline;
-  }();
-  return isa;
-}
-
-#define MSDA_ISA_VARIANT(T, ISA, TARGET)                                      \
-  __attribute__((target(TARGET), flatten)) void forward_range_##ISA(          \
-      const Args<T>& a, int64_t begin, int64_t end) {                         \
-    forward_range(a, begin, end);                                             \
-  }                                                                           \
-  __attribute__((target(TARGET), flatten)) void backward_range_##ISA(         \
-      const Args<T>& a, int64_t begin, int64_t end) {                         \
-    backward_range(a, begin, end);                                            \
-  }
-MSDA_ISA_VARIANT(float, avx512, "arch=x86-64-v4")
-MSDA_ISA_VARIANT(float, avx2, "arch=x86-64-v3")
-MSDA_ISA_VARIANT(double, avx512, "arch=x86-64-v4")
-MSDA_ISA_VARIANT(double, avx2, "arch=x86-64-v3")
-MSDA_ISA_VARIANT(at::Half, avx512, "arch=x86-64-v4")
-MSDA_ISA_VARIANT(at::Half, avx2, "arch=x86-64-v3")
-MSDA_ISA_VARIANT(at::BFloat16, avx512, "arch=x86-64-v4")
-MSDA_ISA_VARIANT(at::BFloat16, avx2, "arch=x86-64-v3")
-#undef MSDA_ISA_VARIANT
-#endif
+// AVX-512 and AVX2 variants of both ranges for every dtype (cpu_isa.h)
+DDETR_ISA_VARIANTS(forward_range, Args)
+DDETR_ISA_VARIANTS(backward_range, Args)
 
 template <typename scalar_t>
 void run_forward(const Args<scalar_t>& a, int64_t begin, int64_t end) {
-#ifdef MSDA_X86_VARIANTS
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return forward_range_avx512(a, begin, end);
-    case CpuIsa::kAvx2: return forward_range_avx2(a, begin, end);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
+  DDETR_DISPATCH_ISA(forward_range, a, begin, end)
   forward_range(a, begin, end);
 }
 
 template <typename scalar_t>
 void run_backward(const Args<scalar_t>& a, int64_t begin, int64_t end) {
-#ifdef MSDA_X86_VARIANTS
-  switch (cpu_isa()) {
-    case CpuIsa::kAvx512: return backward_range_avx512(a, begin, end);
-    case CpuIsa::kAvx2: return backward_range_avx2(a, begin, end);
-    case CpuIsa::kBaseline: break;
-  }
-#endif
+  DDETR_DISPATCH_ISA(backward_range, a, begin, end)
   backward_range(a, begin, end);
 }
 
