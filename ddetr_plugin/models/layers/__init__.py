@@ -1,3 +1,4 @@
+from .counter_dropout import CounterDropout, use_counter_dropout
 from .decoder import (DeformableDETRTransformerDecoder,
                       DeformableDETRTransformerDecoderLayer, refine_boxes)
 from .encoder import (DeformableDETRTransformerEncoder,
@@ -8,8 +9,8 @@ from .positional_encoding import SinePositionalEncoding, sine_embedding
 from .transformer import DeformableDETRTransformer
 
 __all__ = [
-    'MultiScaleDeformableAttention', 'SinePositionalEncoding',
-    'sine_embedding', 'DeformableDETRLayerStack',
+    'CounterDropout', 'use_counter_dropout', 'MultiScaleDeformableAttention',
+    'SinePositionalEncoding', 'sine_embedding', 'DeformableDETRLayerStack',
     'DeformableDETRTransformerEncoderLayer',
     'DeformableDETRTransformerEncoder',
     'DeformableDETRTransformerDecoderLayer',

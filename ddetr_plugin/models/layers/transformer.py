@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ddetr_plugin import ops
 from ddetr_plugin.registry import MODELS
+from .counter_dropout import use_counter_dropout
 from .msda_attention import MultiScaleDeformableAttention
 from .positional_encoding import sine_embedding
 
@@ -64,6 +65,13 @@ class DeformableDETRTransformer(BaseModule):
             reference code and mmdet 3.3 do not (those pixels share one
             score and may be picked, with degenerate boxes), so the default
             False reproduces their outputs.
+        counter_dropout (bool): every dropout layer of the encoder and
+            decoder draws its masks with :class:`CounterDropout` (a hash of
+            seed and element index, one vectorised pass on the CPU) instead
+            of torch's Bernoulli sampling: same keep probability and
+            scaling, different draws, so off by default (torch's, as mmdet
+            3.3). The dropout inside the decoder's ``nn.MultiheadAttention``
+            stays torch's.
         init_cfg (dict, optional): mmengine initialisation config.
 
     Raises:
@@ -80,6 +88,7 @@ class DeformableDETRTransformer(BaseModule):
                  num_feature_levels: int = 4,
                  as_two_stage: bool = False,
                  mask_invalid_proposals: bool = False,
+                 counter_dropout: bool = False,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_queries = num_queries
@@ -89,6 +98,9 @@ class DeformableDETRTransformer(BaseModule):
         self.positional_encoding = MODELS.build(positional_encoding)
         self.encoder = MODELS.build(encoder)
         self.decoder = MODELS.build(decoder)
+        if counter_dropout:
+            use_counter_dropout(self.encoder)
+            use_counter_dropout(self.decoder)
         self.embed_dims = self.encoder.embed_dims
         self._check_dims()
 

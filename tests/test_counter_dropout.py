@@ -1,0 +1,223 @@
+"""``ddetr_plugin::counter_dropout`` (``csrc/dropout.cpp``) and the
+``CounterDropout`` layers the transformer swaps in with
+``counter_dropout=True``.
+
+The reference is the definition itself: each element kept with probability
+``1 - p`` and scaled by ``1 / (1 - p)``, as ``torch.nn.functional.dropout``.
+Checked: keep rate within 6 standard deviations, overall and per channel;
+no correlation between neighbouring elements or between calls; exact
+scaling; the backward regenerates the forward's mask (``gradcheck``);
+reproducibility under ``torch.manual_seed`` and independence of the thread
+count and instruction set; dtypes; the op's schema, fake kernel and
+autograd registration (``opcheck``); and the transformer with it.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from ddetr_plugin.models.layers import CounterDropout, use_counter_dropout
+from ddetr_plugin.ops import counter_dropout
+
+OP = torch.ops.ddetr_plugin.counter_dropout
+
+pytestmark = pytest.mark.usefixtures('plugin_scope')
+
+
+def _within(rate, expected, count, sigmas=6.0):
+    std = (expected * (1 - expected) / count)**0.5
+    return abs(rate - expected) <= sigmas * std
+
+
+@pytest.mark.parametrize('p', [0.1, 0.5, 0.9])
+def test_keep_rate_and_scaling(p):
+    x = torch.rand(512, 1024) + 0.5  # no zeros
+    torch.manual_seed(0)
+    y = counter_dropout(x, p)
+    kept = y != 0
+    assert _within(kept.double().mean().item(), 1 - p, x.numel())
+    # every channel of (tokens, channels), as dropout sees activations
+    per_channel = kept.double().mean(0)
+    std = ((1 - p) * p / x.shape[0])**0.5
+    assert (per_channel - (1 - p)).abs().max() <= 6 * std
+    scale = torch.tensor(1 / (1 - p), dtype=torch.float32)
+    torch.testing.assert_close(y[kept], x[kept] * scale, rtol=0, atol=0)
+
+
+def test_no_correlation_between_neighbours_or_calls():
+    torch.manual_seed(0)
+    ones = torch.ones(2**20)
+    first = (counter_dropout(ones, 0.5) != 0).double() - 0.5
+    second = (counter_dropout(ones, 0.5) != 0).double() - 0.5
+    bound = 6 / ones.numel()**0.5  # correlation of independent masks
+    for a, b in ((first[:-1], first[1:]), (first[:-1024], first[1024:]),
+                 (first, second)):
+        correlation = (a * b).mean() / 0.25
+        assert abs(correlation.item()) <= bound
+
+
+def test_backward_regenerates_the_mask():
+    x = torch.randn(4, 33, dtype=torch.float64, requires_grad=True)
+
+    def fn(x):
+        torch.manual_seed(3)
+        return counter_dropout(x, 0.3)
+
+    assert torch.autograd.gradcheck(fn, (x, ))
+    y = fn(x)
+    (grad, ) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, (y != 0).double() / 0.7)
+
+
+def test_reproducible_and_thread_count_independent():
+    x = torch.randn(3, 70001)
+    threads = torch.get_num_threads()
+    results = []
+    for num_threads in (1, max(2, threads)):
+        torch.set_num_threads(num_threads)
+        torch.manual_seed(7)
+        results.append(counter_dropout(x, 0.2))
+    torch.set_num_threads(threads)
+    assert torch.equal(results[0], results[1])
+    torch.manual_seed(8)
+    assert not torch.equal(results[0], counter_dropout(x, 0.2))
+
+
+_ISA_SCRIPT = '''
+import sys, torch
+import ddetr_plugin.ops
+x = torch.arange(100003, dtype=torch.float32)
+print(torch.backends.cpu.get_cpu_capability())
+torch.save(torch.ops.ddetr_plugin.counter_dropout(x, 0.25, 12345), sys.argv[1])
+'''
+
+
+def test_instruction_set_variants_give_the_same_mask(tmp_path):
+    """The mask is integer arithmetic: bitwise the same on every variant
+    (``ATEN_CPU_CAPABILITY``, see csrc/cpu/cpu_isa.h)."""
+    script = tmp_path / 'isa.py'
+    script.write_text(_ISA_SCRIPT)
+    want = OP(torch.arange(100003, dtype=torch.float32), 0.25, 12345)
+    for capability in ('default', 'avx2'):
+        out = tmp_path / f'{capability}.pt'
+        subprocess.run([sys.executable, str(script), str(out)], check=True,
+                       env=dict(os.environ, ATEN_CPU_CAPABILITY=capability))
+        assert torch.equal(torch.load(out), want), capability
+
+
+@pytest.mark.parametrize(
+    'dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_dtypes_share_the_mask(dtype):
+    x = torch.rand(1000, dtype=torch.float64) + 0.5
+    want = OP(x, 0.3, 99)
+    got = OP(x.to(dtype), 0.3, 99)
+    assert got.dtype == dtype
+    assert torch.equal(got != 0, want != 0)
+    torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=0)
+
+
+def test_identity_zeros_and_errors():
+    x = torch.randn(10, 10)
+    assert counter_dropout(x, 0.5, training=False) is x
+    assert counter_dropout(x, 0.0) is x
+    assert torch.equal(counter_dropout(x, 1.0), torch.zeros_like(x))
+    with pytest.raises(ValueError, match='p must be in'):
+        counter_dropout(x, 1.5)
+    with pytest.raises(ValueError, match='p must be in'):
+        OP(x, 1.0, 0)
+    with pytest.raises(TypeError, match='floating point'):
+        OP(torch.ones(3, dtype=torch.long), 0.5, 0)
+
+
+def test_opcheck():
+    """Schema, fake kernel, autograd registration and AOT dispatch."""
+    x = torch.randn(5, 7, requires_grad=True)
+    torch.library.opcheck(OP, (x, 0.3, 1234))
+
+
+def test_layer_and_swap():
+    layer = CounterDropout(0.25)
+    assert isinstance(layer, nn.Dropout) and layer.p == 0.25
+    layer.eval()
+    x = torch.randn(4, 4)
+    assert layer(x) is x
+    from mmcv.cnn.bricks.drop import Dropout as MMCVDropout
+
+    class CustomDropout(nn.Dropout):
+
+        def forward(self, input):
+            return input
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.1),
+                          nn.Sequential(MMCVDropout(0.2)),
+                          nn.MultiheadAttention(4, 2, dropout=0.3),
+                          CustomDropout(0.4), nn.Dropout2d(0.5))
+    assert use_counter_dropout(model) == 2
+    assert [type(m) for m in (model[1], model[2][0])] == [CounterDropout] * 2
+    assert (model[1].p, model[2][0].p) == (0.1, 0.2)
+    # a dropout with its own forward, and Dropout2d, are left alone
+    assert type(model[4]) is CustomDropout
+    assert type(model[5]) is nn.Dropout2d
+    assert use_counter_dropout(model) == 0
+
+
+def test_transformer_with_counter_dropout():
+    """Every dropout layer of encoder and decoder is swapped; in eval mode
+    the outputs equal those of the same weights with torch's dropout, and in
+    training the dropout is active and reproducible."""
+    from test_transformer import SHAPES, _masks, _transformer
+    torch.manual_seed(0)
+    ours = _transformer(as_two_stage=False)
+    cfg_dropout = 0.1
+    for module in ours.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = cfg_dropout
+    plain = _transformer(as_two_stage=False)
+    plain.load_state_dict(ours.state_dict())
+    for module in plain.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = cfg_dropout
+    swapped = use_counter_dropout(ours)
+    # encoder layer: attention, FFN (2); decoder layer: self-attention
+    # (projection and mmcv's dropout_layer), cross-attention, FFN (2);
+    # 1 encoder + 2 decoder layers
+    assert swapped == 3 + 2 * 5
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 32, h, w, generator=gen) for h, w in SHAPES]
+    for model in ours, plain:
+        model.eval()
+    torch.testing.assert_close(
+        ours(feats, _masks())['hidden_states'],
+        plain(feats, _masks())['hidden_states'], rtol=0, atol=0)
+    ours.train()
+    torch.manual_seed(1)
+    first = ours(feats, _masks())['hidden_states']
+    torch.manual_seed(1)
+    again = ours(feats, _masks())['hidden_states']
+    torch.manual_seed(2)
+    other = ours(feats, _masks())['hidden_states']
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_transformer_config_flag():
+    """Off by default (torch's dropout, as mmdet); the BCCD demo turns it
+    on, for every dropout layer of its transformer."""
+    from conftest import REPO_ROOT
+    from mmengine.config import Config
+    from test_transformer import _transformer
+
+    from ddetr_plugin.registry import MODELS
+    assert not any(
+        isinstance(m, CounterDropout)
+        for m in _transformer(as_two_stage=False).modules())
+    cfg = Config.fromfile(
+        REPO_ROOT / 'configs' / 'deformable_detr' /
+        'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    layers = [m for m in model.transformer.modules()
+              if isinstance(m, nn.Dropout)]
+    assert layers and all(isinstance(m, CounterDropout) for m in layers)
