@@ -71,6 +71,7 @@ demo: install data
 bench: install
 	$(PY) benchmarks/bench_msda.py
 	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_bccd_recipe.py
 	$(PY) benchmarks/bench_amp.py
 	$(PY) benchmarks/bench_distributed.py
 

@@ -25,6 +25,9 @@ model = dict(
         _delete_=True,
         type='MobileNetV2',
         out_indices=(4, 6),  # strides 16, 32; 96, 320 channels
+        # every stage trained: freezing stages 1-3 makes steps 1.5x faster
+        # but cost 3 points of test mAP, platelets most (README, "The BCCD
+        # demo")
         frozen_stages=-1,
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,  # batch 4 is too small for batch statistics
@@ -37,6 +40,9 @@ model = dict(
     transformer=dict(
         num_queries=100,  # BCCD has at most 28 cells per training image
         num_feature_levels=num_levels,
+        # dropout masks by a hash, not torch's serial Bernoulli draws: the
+        # same p = 0.1, 1.24x faster steps (README, "The BCCD demo")
+        counter_dropout=True,
         encoder=dict(
             num_layers=num_layers,
             layer_cfg=dict(self_attn_cfg=dict(num_levels=num_levels))),
