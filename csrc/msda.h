@@ -38,7 +38,8 @@
 // nothing unless -1 < h_im < H_l and -1 < w_im < W_l (a NaN point samples
 // nothing), and each of its 4 neighbouring pixels contributes only when it
 // lies inside the map and inside [0, S) of value. msda_bilinear.h computes
-// the corners and weights for every kernel.
+// the corners and weights for the CUDA kernels, ItemCorners in
+// cpu/msda_kernel.cpp for the CPU kernels.
 #pragma once
 
 #include <ATen/core/Tensor.h>

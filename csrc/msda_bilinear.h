@@ -1,6 +1,8 @@
-// The bilinear footprint of one MSDA sampling point, shared by the CPU and
-// the CUDA kernels (host and device code). The sampling semantics it
-// implements are described in msda.h.
+// The bilinear footprint of one MSDA sampling point, as the CUDA kernels
+// compute it, one sample per thread (host and device code). The CPU kernel
+// computes the same footprint for all samples of a query at once, vectorised
+// (ItemCorners in cpu/msda_kernel.cpp); both are tested against mmcv's
+// reference. The sampling semantics are described in msda.h.
 #pragma once
 
 #include <cmath>

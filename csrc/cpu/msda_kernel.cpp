@@ -114,8 +114,10 @@ struct ItemCorners {
 #pragma omp simd
     for (int64_t s = 0; s < samples; ++s) {
       const acc_t height = lv_h[s], width = lv_w[s];
-      const acc_t h_im = static_cast<acc_t>(loc[2 * s + 1]) * height - acc_t(0.5);
-      const acc_t w_im = static_cast<acc_t>(loc[2 * s]) * width - acc_t(0.5);
+      const acc_t x = static_cast<acc_t>(loc[2 * s]);
+      const acc_t y = static_cast<acc_t>(loc[2 * s + 1]);
+      const acc_t h_im = y * height - acc_t(0.5);
+      const acc_t w_im = x * width - acc_t(0.5);
       // false for NaN too
       const bool valid = h_im > acc_t(-1) && w_im > acc_t(-1) &&
                          h_im < height && w_im < width;
@@ -219,7 +221,8 @@ void forward_range(const Args<scalar_t>& a, int64_t begin, int64_t end) {
       const scalar_t* v[4];
       for (int k = 0; k < 4; ++k) {
         const int32_t row = corners.row[4 * s + k];
-        v[k] = row == zero_row ? zeros.data() : value_bm + row * value_row_stride;
+        v[k] = row == zero_row ? zeros.data()
+                               : value_bm + row * value_row_stride;
       }
       blend(acc.data(), v[0], v[1], v[2], v[3],
             corners.value_weight.data() + 4 * s, D);
