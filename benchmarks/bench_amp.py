@@ -56,14 +56,22 @@ def real_batch(cfg, folder, batch):
     return pseudo_collate([dataset[i] for i in range(batch)])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+def timing_setup(description):
+    """``--repeats``/``--threads`` of a BCCD-demo step benchmark, the thread
+    count applied, and the demo config without its backbone weights (timing
+    only). Returns ``(args, cfg)``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = Config.fromfile(str(CONFIG))
-    cfg.model.backbone.init_cfg = None  # timing only
+    cfg.model.backbone.init_cfg = None
+    return args, cfg
+
+
+def main():
+    args, cfg = timing_setup(__doc__.split('\n')[0])
     with DefaultScope.overwrite_default_scope('ddetr_plugin'):
         with tempfile.TemporaryDirectory() as folder:
             data = real_batch(cfg, folder, cfg.train_dataloader.batch_size)

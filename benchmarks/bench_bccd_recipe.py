@@ -17,15 +17,13 @@ Usage::
 
     python benchmarks/bench_bccd_recipe.py [--repeats 5] [--threads 2]
 """
-import argparse
 import copy
 import statistics
 import tempfile
 import time
 
 import torch
-from bench_amp import CONFIG, real_batch
-from mmengine.config import Config
+from bench_amp import real_batch, timing_setup
 from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
@@ -41,13 +39,7 @@ VARIANTS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--threads', type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.model.backbone.init_cfg = None  # timing only
+    args, cfg = timing_setup(__doc__.split('\n')[0])
     runs = {}
     with DefaultScope.overwrite_default_scope('ddetr_plugin'):
         with tempfile.TemporaryDirectory() as folder:
