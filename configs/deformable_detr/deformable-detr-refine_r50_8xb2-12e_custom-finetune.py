@@ -3,8 +3,9 @@
 # `classes`, `data_root`, the annotation files and `load_from`, then run
 # tools/train.py with this file.
 # From scratch (or ImageNet only) Deformable DETR needs ~50 COCO-sized epochs
-# and small datasets often stay near 0 AP (Deformable-DETR issues 27, 55,
-# 173; mmdet 10208); from COCO weights a few epochs suffice.
+# and small datasets often stay near 0 AP (GitHub issues 27, 55 and 173 of
+# fundamentalvision/Deformable-DETR, 10208 of open-mmlab/mmdetection); from
+# COCO weights a few epochs suffice. docs/pretrained.md explains the layouts.
 _base_ = 'deformable-detr-refine_r50_16xb2-50e_coco.py'
 
 # Your classes, in the order of your labels. Those whose names are COCO
