@@ -3,12 +3,13 @@
 The BCCD demo model (``deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py``,
 512x384, batch 4 of real BCCD images through the config's train pipeline)
 is built twice with the same weights; one step is ``model.train_step`` with
-mmengine's ``OptimWrapper`` (float32) or our ``AmpOptimWrapper`` (bfloat16
-autocast, what ``tools/train.py --amp`` builds): preprocessing, forward,
-loss, backward, gradient clipping and AdamW. Steps alternate between the two
-and the medians are reported with their ratio, plus whether this CPU has
-native bfloat16 instructions (``avx512_bf16``/``amx_bf16``): without them
-bfloat16 matrix products are emulated and AMP is expected to be slower.
+mmengine's ``OptimWrapper`` (float32) or our ``CPUAmpOptimWrapper``
+(bfloat16 autocast, what ``tools/train.py --amp`` builds): preprocessing,
+forward, loss, backward, gradient clipping and AdamW. Steps alternate
+between the two and the medians are reported with their ratio, plus whether
+this CPU has native bfloat16 instructions (``avx512_bf16``/``amx_bf16``):
+without them bfloat16 matrix products are emulated and AMP is expected to be
+slower.
 
 Usage::
 
@@ -29,7 +30,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
 from ddetr_plugin.datasets.voc_to_coco import convert_voc_to_coco
-from ddetr_plugin.engine import AmpOptimWrapper
+from ddetr_plugin.engine import CPUAmpOptimWrapper
 from ddetr_plugin.registry import DATASETS, MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,9 @@ def real_batch(cfg, folder, batch):
     """The first ``batch`` BCCD train images through the train pipeline."""
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # BCCD's two zero-size boxes
-        stats = convert_voc_to_coco(str(BCCD), folder, splits=('train', ))
+        stats = convert_voc_to_coco(
+            str(BCCD), folder, splits=('train', ),
+            classes=cfg.train_dataloader.dataset.metainfo['classes'])
     dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
     dataset_cfg.ann_file = stats['train']['ann_file']
     dataset = DATASETS.build(dataset_cfg)
@@ -84,7 +87,7 @@ def main():
             'float32': (float32_model, OptimWrapper(
                 torch.optim.AdamW(float32_model.parameters(), lr=2e-4),
                 **settings)),
-            'bfloat16 AMP': (amp_model, AmpOptimWrapper(
+            'bfloat16 AMP': (amp_model, CPUAmpOptimWrapper(
                 optimizer=torch.optim.AdamW(amp_model.parameters(), lr=2e-4),
                 **settings)),
         }

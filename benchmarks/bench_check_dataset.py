@@ -55,10 +55,12 @@ def _median_seconds(function, repeats: int) -> float:
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory() as out:
+        cfg = Config.fromfile(CONFIG)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # BCCD's two zero-size boxes
-            convert_voc_to_coco(args.bccd, out)
-        cfg = Config.fromfile(CONFIG)
+            convert_voc_to_coco(
+                args.bccd, out,
+                classes=cfg.train_dataloader.dataset.metainfo['classes'])
         cfg.merge_from_dict({
             f'{split}_dataloader.dataset.ann_file':
             f'{out}/annotations/{split}.json' for split in SPLITS})

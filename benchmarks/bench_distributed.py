@@ -16,7 +16,6 @@ Usage::
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,17 +23,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tests'))
+from helpers.tiny_training import free_port  # noqa: E402  (tests' helper)
+
 CONFIG = (ROOT / 'configs' / 'deformable_detr' /
           'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
 BCCD = ROOT.parent / 'shared' / 'data' / 'bccd' / 'BCCD'
 GLOBAL_BATCH = 4
 WARM_UP = 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def iteration_times(procs, threads, ann_file, iters, work_dir):

@@ -24,7 +24,8 @@ import torch
 from mmengine.config import Config
 
 import ddetr_plugin  # noqa: F401
-from ddetr_plugin.apis.inference import PyTorchDetector, read_image
+from ddetr_plugin.apis.inference import PyTorchDetector
+from ddetr_plugin.datasets.preprocessing import read_image
 from ddetr_plugin.deployment import export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]

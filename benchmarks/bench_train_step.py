@@ -3,7 +3,7 @@
 Both models are built from their own configs (mmdet 3.3's
 ``deformable-detr_r50_16xb2-50e_coco.py`` and ours of the same name, or the
 ``--variant`` given); mmdet's weights are converted with
-:func:`ddetr_plugin.converters.from_mmdet` and loaded into ours, so both
+:func:`ddetr_plugin.converters.mmdet_to_ddetr` and loaded into ours, so both
 compute the same function. One step = data preprocessing, forward, loss,
 backward and an AdamW step; inference = ``predict`` in eval mode without
 gradients. Runs alternate ours/mmdet and the medians are reported with their
@@ -31,7 +31,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
-from ddetr_plugin.converters import from_mmdet
+from ddetr_plugin.converters import mmdet_to_ddetr
 from ddetr_plugin.models.layers import use_counter_dropout
 from ddetr_plugin.registry import MODELS
 
@@ -105,7 +105,7 @@ def main():
                    MMDET_MODELS, 'mmdet')
     ours = build(ROOT / 'configs' / 'deformable_detr' / args.variant,
                  MODELS, 'ddetr_plugin')
-    ours.load_state_dict(from_mmdet(theirs.state_dict()), strict=True)
+    ours.load_state_dict(mmdet_to_ddetr(theirs.state_dict()), strict=True)
     ours_counter_dropout = copy.deepcopy(ours)
     use_counter_dropout(ours_counter_dropout.transformer)
     models = {'ours': ours, 'ours+cd': ours_counter_dropout, 'mmdet': theirs}

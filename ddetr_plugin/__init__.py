@@ -6,6 +6,29 @@ Runner checkpoints for torch's safe (``weights_only``) loading. Model
 components register themselves in the ``ddetr_plugin`` registry scope when
 mmengine first resolves a name there (``default_scope='ddetr_plugin'`` in a
 config), see ``ddetr_plugin.registry``.
+
+Layers, bottom to top: a subpackage imports only its own layer and the
+ones listed before it (``tests/test_layering.py`` checks every import, also
+those inside functions, and that no modules import each other in a
+circle):
+
+1. ``registry``, ``version``, ``utils`` (crash-safe file writes), and the
+   compiled ``_C``: nothing of ours;
+2. ``ops``: the compiled operators and their PyTorch references;
+3. ``converters``: checkpoint layouts (mmdet, original repository, Hugging
+   Face, third-party backbones) to ours, and the load pre-hook that applies
+   them;
+4. ``models``: the detector's components (ops, converters' load hook);
+5. ``datasets``: annotation conversion and checks, training transforms, the
+   test-time preprocessing;
+6. ``visualization``: pictures of what a model does (models, datasets);
+7. ``engine``: what mmengine's Runner runs: runner, hooks, optimizer
+   wrapper, safe checkpoint loading and the loaders of released checkpoints;
+8. ``deployment``: ONNX export of a detector;
+9. ``apis``: inference with either backend (PyTorch, the exported ONNX
+   file).
+
+This root module sits above them all.
 """
 from . import ops
 from .engine import register_safe_checkpoint_types

@@ -5,6 +5,12 @@ config with ``default_scope='ddetr_plugin'`` resolves our component names
 first and falls back to mmdet's (``ResNet``, ``CocoDataset``, ``CocoMetric``)
 and then mmengine's (hooks, optimizers, visualizer backends), with or without
 an explicit ``mmdet.`` prefix. The layout follows mmyolo's ``registry.py``.
+
+A registry with ``locations`` imports them the first time a name is looked
+up in our scope, which registers our components there without
+``custom_imports``: ``ddetr_plugin.models`` (models, task utils),
+``ddetr_plugin.datasets.transforms`` (transforms),
+``ddetr_plugin.engine.hooks`` (hooks).
 """
 from mmdet.registry import DATA_SAMPLERS as MMDET_DATA_SAMPLERS
 from mmdet.registry import DATASETS as MMDET_DATASETS
@@ -47,7 +53,7 @@ def _child(name, parent, locations=()):
 RUNNERS = _child('runner', MMDET_RUNNERS)
 RUNNER_CONSTRUCTORS = _child('runner constructor', MMDET_RUNNER_CONSTRUCTORS)
 LOOPS = _child('loop', MMDET_LOOPS)
-HOOKS = _child('hook', MMDET_HOOKS)
+HOOKS = _child('hook', MMDET_HOOKS, ['ddetr_plugin.engine.hooks'])
 
 DATASETS = _child('dataset', MMDET_DATASETS)
 DATA_SAMPLERS = _child('data sampler', MMDET_DATA_SAMPLERS)

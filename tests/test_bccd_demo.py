@@ -11,7 +11,8 @@ import sys
 import warnings
 
 import pytest
-from conftest import REPO_ROOT, shared_data_dir
+from helpers.paths import (BCCD_CLASSES, REPO_ROOT, missing_in_ci_fails,
+                          shared_data_dir)
 
 pytestmark = pytest.mark.slow  # every test uses the `trained` fixture
 
@@ -32,12 +33,13 @@ def trained(tmp_path_factory):
     """Train 4 epochs on 4 BCCD images (one batch each) at 256x192."""
     bccd = shared_data_dir('bccd', 'BCCD')
     if not WEIGHTS.exists():
-        pytest.skip(f'{WEIGHTS} missing: run `make weights`')
+        missing_in_ci_fails(f'{WEIGHTS} missing: run `make weights`')
     from ddetr_plugin.datasets.voc_to_coco import convert_voc_to_coco
     root = tmp_path_factory.mktemp('bccd')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the two degenerate boxes
-        convert_voc_to_coco(str(bccd), str(root), splits=('train', ))
+        convert_voc_to_coco(str(bccd), str(root), splits=('train', ),
+                            classes=BCCD_CLASSES)
     ann_file = root / 'annotations' / 'train.json'
     work_dir = root / 'work_dir'
     scale = '(256,192)'

@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
-from conftest import shared_data_dir
+from helpers.paths import shared_data_dir
 
-pytest.importorskip('mmdet')
-from mmdet.datasets import CocoDataset  # noqa: E402
-from mmdet.evaluation import CocoMetric  # noqa: E402
+from mmdet.datasets import CocoDataset
+from mmdet.evaluation import CocoMetric
 
 
 @pytest.fixture(scope='module')

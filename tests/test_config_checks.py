@@ -6,7 +6,7 @@ import copy
 import warnings
 
 import pytest
-from conftest import REPO_ROOT
+from helpers.paths import REPO_ROOT
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 

@@ -1,6 +1,6 @@
-"""``ddetr_plugin::counter_dropout`` (``csrc/dropout.cpp``) and the
-``CounterDropout`` layers the transformer swaps in with
-``counter_dropout=True``.
+"""``ddetr_plugin::counter_dropout`` (``csrc/counter_dropout.cpp``,
+``ddetr_plugin/ops/counter_dropout.py``) and the ``CounterDropout`` layers the
+transformer swaps in with ``counter_dropout=True``.
 
 The reference is the definition itself: each element kept with probability
 ``1 - p`` and scaled by ``1 / (1 - p)``, as ``torch.nn.functional.dropout``.
@@ -8,19 +8,26 @@ Checked: keep rate within 6 standard deviations, overall and per channel;
 no correlation between neighbouring elements or between calls; exact
 scaling; the backward regenerates the forward's mask (``gradcheck``);
 reproducibility under ``torch.manual_seed`` and independence of the thread
-count and instruction set; dtypes; the op's schema, fake kernel and
-autograd registration (``opcheck``); and the transformer with it.
+count and instruction set, with the variant that ran asserted; ``p`` within
+1e-9 of 1 and ``p == 1`` (nothing or next to nothing kept, finite, as torch
+at ``p == 1``); dtypes; the op's schema, fake kernel and autograd
+registration (``opcheck``); and the transformer with it.
 """
+import math
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
+from helpers.cpu_variants import highest_variant, variants_this_cpu_runs
 from torch import nn
 
 from ddetr_plugin.models.layers import CounterDropout, use_counter_dropout
-from ddetr_plugin.ops import counter_dropout
+from ddetr_plugin.ops import (counter_dropout, cpu_kernel_variant,
+                              last_cpu_kernel_variant)
 
 OP = torch.ops.ddetr_plugin.counter_dropout
 
@@ -88,24 +95,137 @@ def test_reproducible_and_thread_count_independent():
 
 _ISA_SCRIPT = '''
 import sys, torch
-import ddetr_plugin.ops
+from ddetr_plugin.ops import (cpu_kernel_variant, last_cpu_kernel_variant,
+                              level_start_index, multi_scale_deformable_attn)
+ran = {'capability': torch.backends.cpu.get_cpu_capability().lower(),
+       'decision': cpu_kernel_variant(),
+       'before any kernel': last_cpu_kernel_variant(reset=True)}
 x = torch.arange(100003, dtype=torch.float32)
-print(torch.backends.cpu.get_cpu_capability())
-torch.save(torch.ops.ddetr_plugin.counter_dropout(x, 0.25, 12345), sys.argv[1])
+mask = torch.ops.ddetr_plugin.counter_dropout(x, 0.25, 12345)
+ran['counter_dropout'] = last_cpu_kernel_variant(reset=True)
+gen = torch.Generator().manual_seed(0)
+shapes = torch.tensor([[6, 8], [3, 4]])
+value = torch.randn(2, 60, 2, 8, generator=gen).requires_grad_()
+locations = torch.rand(2, 5, 2, 2, 3, 2, generator=gen)
+weights = torch.rand(2, 5, 2, 2, 3, generator=gen).softmax(-1)
+out = multi_scale_deformable_attn(value, shapes, level_start_index(shapes),
+                                  locations, weights)
+ran['msda forward'] = last_cpu_kernel_variant(reset=True)
+out.sum().backward()
+ran['msda backward'] = last_cpu_kernel_variant(reset=True)
+torch.save((ran, mask), sys.argv[1])
 '''
 
-
 def test_instruction_set_variants_give_the_same_mask(tmp_path):
-    """The mask is integer arithmetic: bitwise the same on every variant
-    (``ATEN_CPU_CAPABILITY``, see csrc/cpu/cpu_isa.h)."""
+    """Each instruction-set variant this CPU has, asked for with
+    ``ATEN_CPU_CAPABILITY`` (csrc/cpu/cpu_isa.h) in a fresh process: every
+    CPU kernel (counter dropout, MSDA forward and backward) ran that
+    variant, as the variant's own code notes it, and the mask is integer
+    arithmetic, bitwise the same on every variant. Variants above this CPU
+    are not asked for: torch honours ``ATEN_CPU_CAPABILITY`` unchecked, and
+    its own kernels then die of SIGILL (torch 2.13, avx512 on an AVX2-only
+    CPU)."""
     script = tmp_path / 'isa.py'
     script.write_text(_ISA_SCRIPT)
     want = OP(torch.arange(100003, dtype=torch.float32), 0.25, 12345)
-    for capability in ('default', 'avx2'):
+    highest = highest_variant()
+    ran_variants = []
+    for capability in reversed(variants_this_cpu_runs()):
         out = tmp_path / f'{capability}.pt'
         subprocess.run([sys.executable, str(script), str(out)], check=True,
                        env=dict(os.environ, ATEN_CPU_CAPABILITY=capability))
-        assert torch.equal(torch.load(out), want), capability
+        ran, mask = torch.load(out)
+        # off x86-64 the kernels have one variant, whatever torch reports
+        expected = capability if highest != 'default' else 'default'
+        assert ran == {'capability': ran['capability'],
+                       'decision': expected, 'before any kernel': '',
+                       'counter_dropout': expected,
+                       'msda forward': expected,
+                       'msda backward': expected}, capability
+        assert torch.equal(mask, want), capability
+        ran_variants.append(capability)
+    assert ran_variants[0] == highest and ran_variants[-1] == 'default'
+
+
+def test_variant_query_in_this_process():
+    """Without a subprocess: the kernels run the variant that
+    ``cpu_kernel_variant`` reports, and a reset forgets it."""
+    OP(torch.ones(10), 0.5, 1)
+    assert last_cpu_kernel_variant(reset=True) == cpu_kernel_variant()
+    assert last_cpu_kernel_variant() == ''
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    if platform.machine() in ('x86_64', 'AMD64'):
+        assert cpu_kernel_variant() == capability
+
+
+# p in [1 - 1e-9, 1): round(p * 2^32) is 2^32 - 4 ... 2^32; 1 - 2^-33 is
+# the smallest p that rounds to 2^32 (2^32 * (1 - p) = 0.5 exactly, rounded
+# away from zero as llround does)
+NEAR_ONE = [1 - 1e-9, 1 - 5e-10, 1 - 2**-32, 1 - 2e-10, 1 - 2**-33,
+            1 - 1e-10, 1 - 2**-40, 1 - 1e-13, math.nextafter(1.0, 0.0)]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('p', NEAR_ONE)
+def test_p_near_one_keeps_next_to_nothing(p, dtype):
+    """``p`` in [1 - 1e-9, 1): the keep threshold ``round(p * 2^32)`` is
+    2^32 - 4 or more; at 2^32 (``p`` within 2^-33 of 1) nothing is kept
+    (output and gradient exactly 0), below it at most a few of the 2^20
+    elements (expected < 0.001), scaled by ``1 / (1 - p)``. Outputs and
+    gradients are finite. (The 32-bit threshold wrapped 2^32 to 0: every
+    element kept and scaled by up to ~1e13.)"""
+    n = 2**20
+    x = (torch.rand(n, dtype=torch.float64) + 0.5).to(dtype)
+    x.requires_grad_()
+    y = OP(x, p, 2024)
+    (grad, ) = torch.autograd.grad(y.sum(), x)
+    assert y.dtype == grad.dtype == dtype
+    assert torch.isfinite(y).all() and torch.isfinite(grad).all()
+    kept = y != 0
+    # Poisson with mean n * 4.5 / 2^32 < 0.0011: P(more than 2) < 3e-10
+    assert int(kept.sum()) <= 2, int(kept.sum())
+    assert torch.equal(grad != 0, kept)
+    scale = 1 / (1 - p)
+    torch.testing.assert_close(y[kept].double(),
+                               x[kept].detach().double() * scale,
+                               rtol=1e-2, atol=0)
+    if math.floor(p * 2**32 + 0.5) >= 2**32:  # llround of the kernel
+        assert not kept.any()
+        assert torch.equal(y, torch.zeros_like(y))
+        assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_p_near_one_through_the_layer():
+    x = torch.ones(1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = CounterDropout(math.nextafter(1.0, 0.0))(x)
+    y.sum().backward()
+    assert torch.equal(y, torch.zeros_like(y))
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_p_equal_one_matches_torch():
+    """``p == 1``: the op (and the Python function, which calls torch's)
+    give what torch's CPU dropout gives, ``input * 0``: zeros for finite
+    input, NaN for inf and NaN (no element kept, nothing scaled); the
+    gradient likewise ``grad_output * 0``."""
+    values = torch.tensor([1.5, -2.0, 0.0, -0.0, 1e30, float('inf'),
+                           float('-inf'), float('nan')])
+    grad_output = torch.tensor([1.0, -1.0, 2.0, 3.0, float('inf'), 1.0,
+                                float('nan'), 1.0])
+    results = []
+    for fn in (lambda x: F.dropout(x, 1.0, True),
+               lambda x: OP(x, 1.0, 5),
+               lambda x: counter_dropout(x, 1.0)):
+        x = values.clone().requires_grad_()
+        y = fn(x)
+        y.backward(grad_output)
+        results.append((y.detach(), x.grad))
+    want = results[0]
+    for got in results[1:]:
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(want[0][:5], torch.zeros(5))
 
 
 @pytest.mark.parametrize(
@@ -126,16 +246,18 @@ def test_identity_zeros_and_errors():
     assert torch.equal(counter_dropout(x, 1.0), torch.zeros_like(x))
     with pytest.raises(ValueError, match='p must be in'):
         counter_dropout(x, 1.5)
-    with pytest.raises(ValueError, match='p must be in'):
-        OP(x, 1.0, 0)
+    for p in (1.0 + 1e-12, -1e-12, float('nan')):
+        with pytest.raises(ValueError, match=r'p must be in \[0, 1\]'):
+            OP(x, p, 0)
     with pytest.raises(TypeError, match='floating point'):
         OP(torch.ones(3, dtype=torch.long), 0.5, 0)
 
 
-def test_opcheck():
+@pytest.mark.parametrize('p', [0.3, math.nextafter(1.0, 0.0), 1.0])
+def test_opcheck(p):
     """Schema, fake kernel, autograd registration and AOT dispatch."""
     x = torch.randn(5, 7, requires_grad=True)
-    torch.library.opcheck(OP, (x, 0.3, 1234))
+    torch.library.opcheck(OP, (x, p, 1234))
 
 
 def test_layer_and_swap():
@@ -205,7 +327,7 @@ def test_transformer_with_counter_dropout():
 def test_transformer_config_flag():
     """Off by default (torch's dropout, as mmdet); the BCCD demo turns it
     on, for every dropout layer of its transformer."""
-    from conftest import REPO_ROOT
+    from helpers.paths import REPO_ROOT
     from mmengine.config import Config
     from test_transformer import _transformer
 

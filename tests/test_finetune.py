@@ -12,8 +12,8 @@ from mmengine.hooks import Hook
 from mmengine.model import bias_init_with_prob
 from mmengine.runner import Runner
 
-from conftest import REPO_ROOT, shared_data_dir
-from ddetr_model_utils import build_our_model, perturb_
+from helpers.ddetr_model_utils import build_our_model, perturb_
+from helpers.paths import REPO_ROOT, shared_data_dir
 from ddetr_plugin.converters.class_rows import remap_class_rows
 from ddetr_plugin.converters.coco_classes import (COCO_80_CLASSES,
                                                   COCO_91_CLASSES)

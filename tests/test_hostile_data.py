@@ -1,4 +1,4 @@
-"""What training does with hostile data (tests/hostile_corpus.py):
+"""What training does with hostile data (tests/helpers/hostile_corpus.py):
 tools/train.py refuses an error case before the first iteration; with
 --skip-data-check one short epoch over every case that training copes with
 (plus three unreadable files) runs with every loss finite; unreadable images
@@ -12,15 +12,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, shared_data_dir
-from ddetr_model_utils import make_batch
-from hostile_corpus import build_corpus, file_hashes, tiny_config
+from helpers.ddetr_model_utils import make_batch
+from helpers.hostile_corpus import build_corpus, file_hashes, tiny_config
+from helpers.paths import REPO_ROOT, shared_data_dir
 from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
 from ddetr_plugin.datasets.transforms import (ClipAndDropBoxes,
                                               UnreadableImagesError)
+from ddetr_plugin.engine.data_seeding import SampleKey, SeededSampleDataset
 from ddetr_plugin.registry import DATASETS, MODELS
 
 TRAIN = REPO_ROOT / 'tools' / 'train.py'
@@ -85,21 +86,47 @@ def test_one_epoch_over_every_survivable_case(corpus):
 
 
 def test_unreadable_images_stop_past_the_fraction(corpus):
+    """The counting of ``LoadImageFromFileOrSkip`` itself, file by file (no
+    redraws in between, so no other file is read by chance)."""
     root, hashes = corpus
     cfg = tiny_config(root, root / 'mixed.json').train_dataloader.dataset
-    names = [i['file_name'] for i in json.loads(
-        (root / 'mixed.json').read_text())['images']]
     with DefaultScope.overwrite_default_scope('ddetr_plugin'):
         dataset = DATASETS.build(cfg)
     loader = dataset.pipeline.transforms[0]
     assert (loader.max_failed_fraction, loader.min_images) == (0.01, 100)
-    first = dataset[names.index('zero.jpg')]  # skipped, another drawn
-    assert first['data_samples'].img_path.split('/')[-1] not in UNREADABLE
-    assert loader.failed_files == {f'{root}/images/zero.jpg'}
+    images = root / 'images'
+    assert loader(dict(img_path=f'{images}/clean.jpg')) is not None
+    assert loader(dict(img_path=f'{images}/zero.jpg')) is None  # skipped
+    assert loader.failed_files == {f'{images}/zero.jpg'}
+    assert loader(dict(img_path=f'{images}/zero.jpg')) is None  # same file
+    assert len(loader.failed_files) == 1  # 1 <= 1% of max(2 read, 100)
     # 2 failures > 1% of max(read images, 100): stop, naming the files
     with pytest.raises(UnreadableImagesError, match='truncated.jpg'):
-        dataset[names.index('truncated.jpg')]
+        loader(dict(img_path=f'{images}/truncated.jpg'))
     assert file_hashes(root) == hashes
+
+
+def test_a_skipped_sample_is_replaced_by_the_same_sample_every_time(corpus):
+    """mmengine draws the replacement from numpy's global generator; under
+    the training dataloader's per-sample seeding (SeededSampleDataset) the
+    draw is a function of (seed, epoch, index), in any process."""
+    root, _ = corpus
+    cfg = tiny_config(root, root / 'mixed.json').train_dataloader.dataset
+    cfg.pipeline[0].max_failed_fraction = 1.0  # count, never stop
+    names = [i['file_name'] for i in json.loads(
+        (root / 'mixed.json').read_text())['images']]
+    with DefaultScope.overwrite_default_scope('ddetr_plugin'):
+        dataset = SeededSampleDataset(DATASETS.build(cfg))
+    zero = names.index('zero.jpg')
+    replacements = {
+        seed: dataset[SampleKey(zero, epoch=0, seed=seed)]
+        ['data_samples'].img_path for seed in range(4)}
+    for seed, path in replacements.items():
+        assert path.split('/')[-1] not in UNREADABLE
+        again = dataset[SampleKey(zero, epoch=0, seed=seed)]
+        assert again['data_samples'].img_path == path
+    assert f'{root}/images/zero.jpg' in \
+        dataset.pipeline.transforms[0].failed_files
 
 
 def test_boxes_clipped_and_degenerate_dropped():

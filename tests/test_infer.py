@@ -13,12 +13,12 @@ import mmcv
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, shared_data_dir
+from helpers.paths import REPO_ROOT, shared_data_dir
 from mmengine.config import Config
 from test_onnx_export import match_detections
 
-from ddetr_plugin.apis.inference import (PyTorchDetector, read_image,
-                                         rescale_boxes)
+from ddetr_plugin.apis.inference import PyTorchDetector
+from ddetr_plugin.datasets.preprocessing import read_image, rescale_boxes
 
 CONFIG = (REPO_ROOT / 'configs' / 'deformable_detr' /
           'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')

@@ -9,18 +9,17 @@ import os
 import subprocess
 import sys
 
+import onnx
+import onnxruntime
 import pytest
 import torch
-from conftest import REPO_ROOT, shared_data_dir
-from ddetr_model_utils import (VARIANTS, build_our_model, load_our_config,
-                               perturb_)
+from helpers.ddetr_model_utils import (VARIANTS, build_our_model,
+                                       load_our_config, perturb_)
+from helpers.paths import REPO_ROOT, shared_data_dir
 
-from ddetr_plugin.apis.inference import Preprocessor, read_image
+from ddetr_plugin.datasets.preprocessing import Preprocessor, read_image
 from ddetr_plugin.deployment import (MIN_OPSET, METADATA_KEY, export_onnx,
                                      require_onnx_packages)
-
-onnx = pytest.importorskip('onnx')
-onnxruntime = pytest.importorskip('onnxruntime')
 
 EXPORT_SCALE = (512, 384)  # (w, h): BCCD's 640x480 at 0.8, no padding
 OTHER_SCALES = [(448, 336), (576, 432)]

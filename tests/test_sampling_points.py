@@ -13,10 +13,11 @@ import mmcv
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, shared_data_dir
-from ddetr_model_utils import build_our_model, load_our_config, perturb_
+from helpers.ddetr_model_utils import (build_our_model, load_our_config,
+                                       perturb_)
+from helpers.paths import BCCD_CLASSES, REPO_ROOT, shared_data_dir
 
-from ddetr_plugin.apis.inference import Preprocessor, read_image
+from ddetr_plugin.datasets.preprocessing import Preprocessor, read_image
 from ddetr_plugin.visualization import (capture_sampling_points,
                                         decoder_points, encoder_points,
                                         sampling_point_figures)
@@ -193,7 +194,8 @@ def test_bccd_config_hooks_log_pictures_at_validation(tmp_path):
     bccd = shared_data_dir('bccd', 'BCCD')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        convert_voc_to_coco(str(bccd), str(tmp_path), splits=('val', ))
+        convert_voc_to_coco(str(bccd), str(tmp_path), splits=('val', ),
+                            classes=BCCD_CLASSES)
     ann_file = str(tmp_path / 'annotations' / 'val.json')
     cfg = Config.fromfile(
         REPO_ROOT / 'configs' / 'deformable_detr' /

@@ -17,8 +17,7 @@ VALID = [[(8, 10), (4, 5)], [(6, 7), (3, 4)]]
 pytestmark = pytest.mark.usefixtures('plugin_scope')
 
 
-def _transformer(as_two_stage=True, mask_invalid_proposals=False,
-                 num_levels=2):
+def _transformer(as_two_stage=True, num_levels=2, num_queries=10):
     msda = dict(
         embed_dims=EMBED_DIMS, num_heads=4, num_levels=num_levels,
         num_points=2, dropout=0.)
@@ -26,10 +25,9 @@ def _transformer(as_two_stage=True, mask_invalid_proposals=False,
     transformer = MODELS.build(
         dict(
             type='DeformableDETRTransformer',
-            num_queries=10,
+            num_queries=num_queries,
             num_feature_levels=2,
             as_two_stage=as_two_stage,
-            mask_invalid_proposals=mask_invalid_proposals,
             positional_encoding=dict(
                 type='SinePositionalEncoding',
                 num_feats=EMBED_DIMS // 2,
@@ -125,23 +123,32 @@ def _padded_first_branches(transformer):
     return cls_branch, reg_branch
 
 
-@pytest.mark.parametrize('mask_invalid_proposals', [False, True])
-def test_top_k_proposals_on_padded_inputs(mask_invalid_proposals):
-    transformer = _transformer(mask_invalid_proposals=mask_invalid_proposals)
+def test_top_k_proposals_on_padded_inputs():
+    transformer = _transformer()
     memory, mask, _, spatial_shapes, _, _ = _flat_inputs(transformer)
     _, _, reference_points, enc_class, enc_coord = \
         transformer.two_stage_queries(memory, mask, spatial_shapes,
                                       *_padded_first_branches(transformer))
     assert reference_points.shape == (2, 10, 4)
     assert enc_class.shape == (2, 100, 3) and enc_coord.shape == (2, 100, 4)
-    picked_padding = (reference_points[1] == 1).all(-1)
-    if mask_invalid_proposals:
-        # padded pixels never become queries
-        assert not picked_padding.any()
-        assert (reference_points < 1).all()
-    else:
-        # mmdet 3.3 / reference code behaviour: they may
-        assert picked_padding.all()
+    # mmdet 3.3 / reference code behaviour: padded pixels may become queries
+    assert (reference_points[1] == 1).all(-1).all()
+
+
+def test_two_stage_with_fewer_tokens_than_queries_uses_every_token():
+    """100 tokens (SHAPES) for 150 queries: topk would fail mid-training;
+    every token becomes a proposal instead, with a warning."""
+    transformer = _transformer(num_queries=150)
+    memory, mask, _, spatial_shapes, _, _ = _flat_inputs(transformer)
+    with pytest.warns(UserWarning, match='100 tokens, fewer than '
+                      'num_queries=150'):
+        query, query_pos, reference_points, _, _ = \
+            transformer.two_stage_queries(memory, mask, spatial_shapes,
+                                          *_padded_first_branches(
+                                              transformer))
+    assert query.shape == query_pos.shape == (2, 100, EMBED_DIMS)
+    assert reference_points.shape == (2, 100, 4)
+    assert transformer.num_proposals(150) == 150
 
 
 @pytest.mark.parametrize('as_two_stage', [False, True])

@@ -6,10 +6,9 @@ import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import REPO_ROOT, shared_data_dir
+from helpers.paths import BCCD_CLASSES, REPO_ROOT, shared_data_dir
 
-from ddetr_plugin.datasets.voc_to_coco import (BCCD_CLASSES,
-                                               DroppedBoxWarning,
+from ddetr_plugin.datasets.voc_to_coco import (DroppedBoxWarning,
                                                convert_voc_split,
                                                convert_voc_to_coco)
 
@@ -28,7 +27,8 @@ def converted(bccd_root, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp('bccd_coco')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        stats = convert_voc_to_coco(str(bccd_root), str(out_dir))
+        stats = convert_voc_to_coco(str(bccd_root), str(out_dir),
+                                    classes=BCCD_CLASSES)
     cocos = {}
     for split in SPLIT_SIZES:
         with open(out_dir / 'annotations' / f'{split}.json') as f:
@@ -106,7 +106,6 @@ def test_boxes_match_the_xml(converted, bccd_root):
 
 
 def test_mmdet_coco_dataset_reads_it(converted, bccd_root):
-    pytest.importorskip('mmdet')
     from mmcv.transforms import LoadImageFromFile
     from mmdet.datasets import CocoDataset
     out_dir, _, cocos, _ = converted
@@ -180,7 +179,7 @@ def test_difficult_and_out_of_image(tmp_path):
         _obj('RBC', (30, 20, 40, 20)),          # zero height: dropped
     ]})
     with pytest.warns(DroppedBoxWarning) as record:
-        coco, stats = convert_voc_split(str(root), 'train')
+        coco, stats = convert_voc_split(str(root), 'train', BCCD_CLASSES)
     assert [a['bbox'] for a in coco['annotations']] == \
         [[0, 0, 99, 49], [9, 9, 10, 10]]
     assert [a['iscrowd'] for a in coco['annotations']] == [0, 1]
@@ -194,7 +193,7 @@ def test_difficult_and_out_of_image(tmp_path):
 def test_unknown_class_names_file_and_name(tmp_path):
     root = _make_voc(tmp_path, {'a': [_obj('Neutrophil', (1, 1, 5, 5))]})
     with pytest.raises(ValueError, match=r"a\.xml.*'Neutrophil'"):
-        convert_voc_split(str(root), 'train')
+        convert_voc_split(str(root), 'train', BCCD_CLASSES)
     # the same file converts with that class listed
     coco, _ = convert_voc_split(str(root), 'train', classes=['Neutrophil'])
     assert coco['categories'] == [
@@ -204,21 +203,24 @@ def test_unknown_class_names_file_and_name(tmp_path):
 def test_missing_files_are_named(tmp_path):
     root = _make_voc(tmp_path, {'a': [_obj('RBC', (1, 1, 5, 5))]})
     with pytest.raises(FileNotFoundError, match=r'ImageSets/Main/val\.txt'):
-        convert_voc_split(str(root), 'val')
+        convert_voc_split(str(root), 'val', BCCD_CLASSES)
     (root / 'Annotations' / 'a.xml').unlink()
     with pytest.raises(FileNotFoundError, match=r'Annotations/a\.xml'):
-        convert_voc_split(str(root), 'train')
+        convert_voc_split(str(root), 'train', BCCD_CLASSES)
     (root / 'JPEGImages' / 'a.jpg').unlink()
     with pytest.raises(FileNotFoundError, match=r'JPEGImages/a\.jpg'):
-        convert_voc_split(str(root), 'train')
+        convert_voc_split(str(root), 'train', BCCD_CLASSES)
     with pytest.raises(FileNotFoundError, match='nowhere'):
-        convert_voc_to_coco(str(tmp_path / 'nowhere'), str(tmp_path))
+        convert_voc_to_coco(str(tmp_path / 'nowhere'), str(tmp_path),
+                            classes=BCCD_CLASSES)
+    with pytest.raises(TypeError, match='classes'):  # no demo default
+        convert_voc_to_coco(str(root), str(tmp_path))
 
 
 def test_bad_fields_are_named(tmp_path):
     root = _make_voc(tmp_path, {'a': [_obj('RBC', ('x1', 1, 5, 5))]})
     with pytest.raises(ValueError, match=r"a\.xml.*<xmin>.*'x1'"):
-        convert_voc_split(str(root), 'train')
+        convert_voc_split(str(root), 'train', BCCD_CLASSES)
     (root / 'Annotations' / 'a.xml').write_text('<annotation><size>')
     with pytest.raises(ValueError, match=r'a\.xml: malformed xml'):
-        convert_voc_split(str(root), 'train')
+        convert_voc_split(str(root), 'train', BCCD_CLASSES)

@@ -11,6 +11,15 @@ train and val datasets, ``ddetr_plugin.datasets.dataset_check``) runs on the
 config with its ``--cfg-options``; on an error it prints the report and
 exits with status 1 before the first iteration. ``--skip-data-check`` (ours)
 turns it off.
+
+``--amp`` selects our ``CPUAmpOptimWrapper`` (``ddetr_plugin.engine``:
+mmengine's ``AmpOptimWrapper`` on CUDA, bfloat16 autocast on CPU, where
+mmengine's refuses to run): as mmdet's ``--amp`` on a config whose
+``optim_wrapper.type`` is ``OptimWrapper``, but ``optim_wrapper.type =
+'CPUAmpOptimWrapper'`` (mmdet's sets mmengine's ``'AmpOptimWrapper'``) with
+``loss_scale = 'dynamic'``, passed to mmdet's script as ``--cfg-options``.
+A config already on ``AmpOptimWrapper`` is switched to ours too; another
+wrapper type is an error, as in mmdet.
 """
 import runpy
 import sys
@@ -20,22 +29,53 @@ import mmdet
 from mmengine.config import Config
 
 import ddetr_plugin  # noqa: F401
-from ddetr_plugin.datasets.check_report import format_reports
 from ddetr_plugin.datasets.dataset_check import (DatasetCheckError,
-                                                 check_before_training)
+                                                 check_before_training,
+                                                 format_reports)
 
 MMDET_TRAIN = str(Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py')
 SKIP_DATA_CHECK = '--skip-data-check'
+AMP_WRAPPER = 'CPUAmpOptimWrapper'
+
+
+def amp_cfg_options(cfg: Config) -> list:
+    """What ``--amp`` becomes: ``--cfg-options`` that select our AMP
+    wrapper for ``cfg`` (the config with the user's ``--cfg-options``).
+
+    Returns:
+        list: ``['--cfg-options', ...]`` (``type`` and, from
+        ``OptimWrapper``, ``loss_scale='dynamic'``), or ``[]`` when the
+        config already uses ours.
+
+    Raises:
+        SystemExit: ``optim_wrapper.type`` is not ``OptimWrapper``,
+            ``AmpOptimWrapper`` or ours (mmdet's ``--amp`` asserts the same).
+    """
+    current = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if current == AMP_WRAPPER:
+        print(f'--amp: the config already uses {AMP_WRAPPER}')
+        return []
+    if current == 'AmpOptimWrapper':  # mmengine's: keep its loss_scale
+        print(f"--amp: {AMP_WRAPPER} instead of the config's AmpOptimWrapper")
+        return ['--cfg-options', f'optim_wrapper.type={AMP_WRAPPER}']
+    if current != 'OptimWrapper':
+        sys.exit(f'--amp is only supported when the optimizer wrapper type '
+                 f'is OptimWrapper, got {current}')
+    return ['--cfg-options', f'optim_wrapper.type={AMP_WRAPPER}',
+            'optim_wrapper.loss_scale=dynamic']
 
 
 def main() -> None:
     skip = SKIP_DATA_CHECK in sys.argv
     sys.argv = [arg for arg in sys.argv if arg != SKIP_DATA_CHECK]
+    args = runpy.run_path(MMDET_TRAIN)['parse_args']()  # mmdet's parser
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.amp:  # ours instead of mmdet's (argparse takes '--am' too)
+        sys.argv = [arg for arg in sys.argv if arg not in ('--am', '--amp')]
+        sys.argv += amp_cfg_options(cfg)
     if not skip:
-        args = runpy.run_path(MMDET_TRAIN)['parse_args']()  # mmdet's parser
-        cfg = Config.fromfile(args.config)
-        if args.cfg_options:
-            cfg.merge_from_dict(args.cfg_options)
         try:
             print(format_reports(check_before_training(cfg)))
         except DatasetCheckError as error:

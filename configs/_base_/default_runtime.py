@@ -3,7 +3,7 @@ default_scope = 'ddetr_plugin'
 # mmengine's Runner plus: gloo/nccl picked for the machine, DDP on CPU,
 # atomic checkpoints, random state saved and restored on resume
 # (ddetr_plugin/engine/runner.py)
-runner_type = 'ddetr_plugin.engine.DDETRRunner'
+runner_type = 'ddetr_plugin.engine.DeformableDETRRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
@@ -14,6 +14,10 @@ default_hooks = dict(
     # stops at the first NaN/inf loss term, naming it and the iteration
     check_finite_loss=dict(type='CheckFiniteLossHook'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # before the first iteration: the test split's pipeline, test_step,
+    # evaluator and drawing on its 2 smallest images, so a mistake that
+    # tools/test.py would meet fails now, not after the schedule
+    dry_run_test=dict(type='DryRunTestHook'),
     visualization=dict(type='DetVisualizationHook'))
 
 env_cfg = dict(

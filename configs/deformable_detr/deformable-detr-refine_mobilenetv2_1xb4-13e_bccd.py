@@ -1,9 +1,10 @@
-# The BCCD demo: Deformable DETR with iterative box refinement on BCCD blood
-# cells, trained from ImageNet MobileNetV2 on a 2-core CPU in about 30
-# minutes (`make demo`). It takes the paper's model, schedule and runtime
-# (the bases of deformable-detr-refine_r50_16xb2-50e_coco.py) with the BCCD
-# dataset, and changes only what CPU training on BCCD needs: backbone, image
-# scale (in the dataset config), layers and queries, schedule, classes.
+# The BCCD demo (`make demo`): Deformable DETR with iterative box refinement
+# on BCCD blood cells, trained from ImageNet MobileNetV2 and sized for a
+# 2-core CPU (measured runs: docs/benchmarks.md). It takes the paper's model,
+# schedule and runtime (the bases of
+# deformable-detr-refine_r50_16xb2-50e_coco.py) with the BCCD dataset, and
+# changes only what CPU training on BCCD needs: backbone, image scale (in the
+# dataset config), layers and queries, schedule, classes.
 _base_ = [
     '../_base_/models/deformable-detr_r50.py',
     '../_base_/datasets/bccd_detection.py',
@@ -11,9 +12,9 @@ _base_ = [
 ]
 
 num_classes = 3  # len(metainfo['classes']) of the BCCD dataset config
-# Strides 16, 32 and an extra 64: the stride-8 level would hold 3/4 of the
-# tokens and triple the step time; the smallest cells (platelets, ~32 px at
-# this scale) still span two stride-16 cells.
+# Strides 16, 32 and an extra 64: a stride-8 level would hold 3/4 of all
+# tokens (the encoder's cost grows with them); the smallest cells
+# (platelets, ~32 px at this scale) still span two stride-16 cells.
 num_levels = 3
 num_layers = 3
 max_epochs = 13
@@ -25,9 +26,9 @@ model = dict(
         _delete_=True,
         type='MobileNetV2',
         out_indices=(4, 6),  # strides 16, 32; 96, 320 channels
-        # every stage trained: freezing stages 1-3 makes steps 1.5x faster
-        # but cost 3 points of test mAP, platelets most (README, "The BCCD
-        # demo")
+        # -1: every stage is trained, including the high-resolution stages
+        # 1-3 that the small platelets depend on (freezing them was measured
+        # and rejected: docs/benchmarks.md, "Recipe variants")
         frozen_stages=-1,
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=True,  # batch 4 is too small for batch statistics
@@ -40,8 +41,9 @@ model = dict(
     transformer=dict(
         num_queries=100,  # BCCD has at most 28 cells per training image
         num_feature_levels=num_levels,
-        # dropout masks by a hash, not torch's serial Bernoulli draws: the
-        # same p = 0.1, 1.24x faster steps (README, "The BCCD demo")
+        # dropout masks from a hash of (seed, element index) instead of
+        # torch's serial Bernoulli draws, same p (docs/operator.md,
+        # "Counter-based dropout")
         counter_dropout=True,
         encoder=dict(
             num_layers=num_layers,
@@ -83,7 +85,6 @@ default_hooks = dict(
 # Figure 6) of the top 3 detections of the first 2 val images
 # (sampling_points_<image>_det<k>_<class>); drawing only, no effect on
 # training
-custom_imports = dict(imports=['ddetr_plugin.visualization'])
 custom_hooks = [
-    dict(type='SamplingPointsVisHook', image_indices=[0, 1], topk=3)
+    dict(type='SamplingPointsVisualizationHook', image_indices=[0, 1], topk=3)
 ]

@@ -1,14 +1,15 @@
 """Detection on image files with a PyTorch checkpoint or an exported ONNX
 model, written as json files and drawn images (``tools/infer.py``).
 
-Both backends share every step but the network: the image is resized by
+Both backends share every step but the network
+(:mod:`ddetr_plugin.datasets.preprocessing`): the image is resized by
 mmdet's ``Resize`` and normalised and padded by mmdet's
 ``DetDataPreprocessor``, both built from the model's config (for ONNX, from
 the copy of it stored in the file, see
 :mod:`ddetr_plugin.deployment.onnx_export`); the network's boxes, in pixels
 of the network input, are clipped to the resized image and divided by the
 resize's ``scale_factor`` (as mmdet's ``rescale=True``) in
-:func:`rescale_boxes`; :func:`result_to_dict` and mmdet's
+``rescale_boxes``; :func:`result_to_dict` and mmdet's
 ``DetLocalVisualizer`` write the outputs.
 
 The ONNX graph treats its whole input as image (no padding mask). Where the
@@ -21,117 +22,20 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
 import mmcv
-import numpy as np
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 
+from ddetr_plugin.datasets.preprocessing import (Preprocessor,
+                                                 detector_classes,
+                                                 preprocessing_from_config,
+                                                 read_image, rescale_boxes)
+from ddetr_plugin.deployment.onnx_export import (METADATA_KEY,
+                                                 require_onnx_packages)
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
 BACKENDS = ('pytorch', 'onnxruntime')
-
-
-def _tuples(value):
-    """json lists back to the tuples mmcv's transforms expect."""
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    return value
-
-
-def preprocessing_from_config(cfg) -> dict:
-    """The test-time preprocessing of a model config, json-serialisable.
-
-    Args:
-        cfg (mmengine.Config): a detector config with
-            ``test_dataloader.dataset.pipeline`` (or ``test_pipeline``)
-            holding one ``Resize`` and ``model.data_preprocessor``.
-
-    Returns:
-        dict: ``resize`` (the ``Resize`` transform config, e.g.
-        ``scale=(512, 384)`` (w, h), ``keep_ratio=True``) and
-        ``data_preprocessor`` (the ``DetDataPreprocessor`` config: ``mean``,
-        ``std``, ``bgr_to_rgb``, ``pad_size_divisor``), types prefixed
-        ``mmdet.``.
-
-    Raises:
-        ValueError: no ``Resize`` in the test pipeline, or no
-            ``model.data_preprocessor``.
-    """
-    pipeline = cfg.get('test_pipeline') or \
-        cfg.test_dataloader.dataset.pipeline
-    resizes = [t for t in pipeline if t['type'].split('.')[-1] == 'Resize']
-    if len(resizes) != 1 or 'data_preprocessor' not in cfg.model:
-        raise ValueError('the config needs exactly one Resize in its test '
-                         'pipeline and a model.data_preprocessor, got '
-                         f'{[t["type"] for t in pipeline]}')
-    resize = dict(resizes[0], type='mmdet.Resize')
-    data_preprocessor = dict(cfg.model.data_preprocessor,
-                             type='mmdet.DetDataPreprocessor')
-    return json.loads(json.dumps(dict(resize=resize,
-                                      data_preprocessor=data_preprocessor)))
-
-
-class Preprocessor:
-    """mmdet's test-time ``Resize`` and ``DetDataPreprocessor``, as both
-    backends run them.
-
-    Args:
-        preprocessing (dict): see :func:`preprocessing_from_config`.
-    """
-
-    def __init__(self, preprocessing: dict) -> None:
-        from mmdet.registry import MODELS, TRANSFORMS
-        self.resize = TRANSFORMS.build(_tuples(preprocessing['resize']))
-        self.data_preprocessor = MODELS.build(
-            _tuples(preprocessing['data_preprocessor'])).eval()
-
-    def __call__(self, image: np.ndarray) -> Tuple[torch.Tensor,
-                                                   DetDataSample]:
-        """Resize, normalise and pad one image.
-
-        Args:
-            image (np.ndarray): (h, w, 3) uint8, BGR (as ``mmcv.imread``).
-
-        Returns:
-            tuple: ``inputs`` (1, 3, H, W) float32 normalised, padded right
-            and bottom to ``pad_size_divisor``, and its ``DetDataSample``
-            with ``ori_shape``, ``img_shape`` (resized, (h, w) pixels),
-            ``scale_factor`` (w_scale, h_scale), ``batch_input_shape``.
-        """
-        resized = self.resize(dict(img=image, ori_shape=image.shape[:2]))
-        sample = DetDataSample(
-            metainfo=dict(
-                ori_shape=image.shape[:2],
-                img_shape=resized['img_shape'],
-                scale_factor=resized['scale_factor']))
-        img = torch.from_numpy(
-            np.ascontiguousarray(resized['img'].transpose(2, 0, 1)))
-        with torch.no_grad():
-            data = self.data_preprocessor(
-                dict(inputs=[img], data_samples=[sample]), training=False)
-        return data['inputs'], data['data_samples'][0]
-
-
-def rescale_boxes(boxes: torch.Tensor, sample: DetDataSample
-                  ) -> torch.Tensor:
-    """Boxes from network-input pixels to original-image pixels.
-
-    Clipped to the resized image (``img_shape``), then divided by
-    ``scale_factor``, as mmdet's heads do with ``rescale=True``.
-
-    Args:
-        boxes (Tensor): (K, 4) xyxy in pixels of the network input.
-        sample (DetDataSample): with ``img_shape`` and ``scale_factor``.
-
-    Returns:
-        Tensor: (K, 4) xyxy in pixels of the original image.
-    """
-    img_h, img_w = sample.img_shape
-    limits = boxes.new_tensor([img_w, img_h, img_w, img_h])
-    boxes = torch.minimum(boxes.clamp(min=0), limits)
-    return boxes / boxes.new_tensor(sample.scale_factor).repeat(2)
 
 
 class PyTorchDetector:
@@ -149,17 +53,8 @@ class PyTorchDetector:
     def __init__(self, config: str, checkpoint: str,
                  device: str = 'cpu') -> None:
         from mmdet.apis import init_detector
-        from mmdet.evaluation import get_classes
         self.model = init_detector(config, checkpoint, device=device)
-        classes = tuple(self.model.dataset_meta['classes'])
-        cfg_classes = self.model.cfg.test_dataloader.dataset.get(
-            'metainfo', {}).get('classes')
-        if cfg_classes and classes == tuple(get_classes('coco')) and \
-                tuple(cfg_classes) != classes:
-            # init_detector falls back to COCO names when the checkpoint has
-            # no dataset_meta; the config's class list is the right one then
-            classes = tuple(cfg_classes)
-        self.classes = classes
+        self.classes = detector_classes(self.model)
         self.preprocessing = preprocessing_from_config(self.model.cfg)
         self.preprocessor = Preprocessor(self.preprocessing)
 
@@ -203,8 +98,6 @@ class OnnxRuntimeDetector:
     """
 
     def __init__(self, model_file: str) -> None:
-        from ddetr_plugin.deployment.onnx_export import (
-            METADATA_KEY, require_onnx_packages)
         require_onnx_packages()
         import onnxruntime
         self.session = onnxruntime.InferenceSession(
@@ -296,20 +189,6 @@ def collect_images(path: Union[str, Path]) -> List[Path]:
     if path.is_file():
         return [path]
     raise FileNotFoundError(f'image or folder not found: {path}')
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as (h, w, 3) uint8 BGR.
-
-    Raises:
-        ValueError: the file is not a decodable image (corrupt, truncated,
-            or another kind of file).
-    """
-    image = mmcv.imread(str(path))
-    if image is None:
-        raise ValueError(f'cannot decode {path} as an image (corrupt or not '
-                         'an image)')
-    return image
 
 
 def result_to_dict(scores: torch.Tensor, labels: torch.Tensor,

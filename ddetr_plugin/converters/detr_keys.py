@@ -1,7 +1,16 @@
-"""What the original-repository and Hugging Face converters share: renaming
-by rules, the input projections and prediction heads both layouts store
-alike, the decoder's aliases of the head, and the completeness check of our
-layout (see :mod:`.original_checkpoint` and :mod:`.hf_checkpoint`)."""
+"""What the checkpoint converters share.
+
+* our layout's keys: those of one encoder/decoder layer
+  (:data:`ENCODER_LAYER_KEYS`, :data:`DECODER_LAYER_KEYS`, keyed by mmdet's
+  names), of each variant's transformer (:data:`SINGLE_STAGE_KEYS`,
+  :data:`TWO_STAGE_KEYS`), and the completeness check of a converted
+  state_dict (:func:`missing_keys`, :func:`check_converted`), used by every
+  layout's converter;
+* for the original-repository and Hugging Face converters
+  (:mod:`.original_checkpoint`, :mod:`.hf_checkpoint`): renaming by rules,
+  the input projections and prediction heads both layouts store alike, the
+  decoder's aliases of the head, and the Runner-loadable checkpoint written.
+"""
 import os
 import os.path as osp
 import re
@@ -10,8 +19,49 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .mmdet_checkpoint import _DECODER_LAYER, _ENCODER_LAYER
 from .resnet_keys import resnet_to_mmdet
+
+_LINEAR = ('weight', 'bias')
+_MSDA = [
+    f'{proj}.{p}'
+    for proj in ('sampling_offsets', 'attention_weights', 'value_proj',
+                 'output_proj') for p in _LINEAR
+]
+_FFN = [f'ffn.layers.0.0.{p}' for p in _LINEAR] + \
+    [f'ffn.layers.1.{p}' for p in _LINEAR]
+
+#: mmdet suffix -> our suffix, for every key of one encoder layer
+#: (``transformer.encoder.layers.{i}.<ours>``)
+ENCODER_LAYER_KEYS = {
+    **{f'self_attn.{k}': f'self_attn.{k}' for k in _MSDA},
+    **{k: k for k in _FFN},
+    **{f'norms.0.{p}': f'self_attn_norm.{p}' for p in _LINEAR},
+    **{f'norms.1.{p}': f'ffn_norm.{p}' for p in _LINEAR},
+}
+#: mmdet suffix -> our suffix, for every key of one decoder layer
+#: (``transformer.decoder.layers.{i}.<ours>``)
+DECODER_LAYER_KEYS = {
+    **{
+        f'self_attn.attn.{k}': f'self_attn.attn.{k}'
+        for k in ('in_proj_weight', 'in_proj_bias', 'out_proj.weight',
+                  'out_proj.bias')
+    },
+    **{f'cross_attn.{k}': f'cross_attn.{k}' for k in _MSDA},
+    **{k: k for k in _FFN},
+    **{f'norms.0.{p}': f'self_attn_norm.{p}' for p in _LINEAR},
+    **{f'norms.1.{p}': f'cross_attn_norm.{p}' for p in _LINEAR},
+    **{f'norms.2.{p}': f'ffn_norm.{p}' for p in _LINEAR},
+}
+#: keys under ``transformer.`` (in mmdet: at the top) that only the
+#: single-stage variants have (the learnt queries and their references)
+SINGLE_STAGE_KEYS = ['query_embedding.weight'] + \
+    [f'reference_points_fc.{p}' for p in _LINEAR]
+#: keys under ``transformer.`` (in mmdet: at the top) that only the
+#: two-stage variant has (the proposal layers)
+TWO_STAGE_KEYS = [
+    f'{m}.{p}' for m in ('memory_trans_fc', 'memory_trans_norm',
+                         'pos_trans_fc', 'pos_trans_norm') for p in _LINEAR
+]
 
 #: (pattern matched against the whole key, our name from the match)
 Rule = Tuple['re.Pattern', Callable[['re.Match'], str]]
@@ -31,7 +81,6 @@ HEAD_RULES: List[Rule] = [
      lambda m: f'bbox_head.reg_branches.{m[1]}.{2 * int(m[2])}.{m[3]}'),
 ]
 _INPUT_PROJ = re.compile(r'input_proj\.(\d+)\.([01])\.(weight|bias)')
-_LINEAR = ('weight', 'bias')
 
 
 def rename(state_dict: Mapping[str, Tensor],
@@ -156,27 +205,34 @@ def _layer_count(keys: List[str], part: str) -> int:
     return max(indices) + 1 if indices else 1
 
 
-def missing_keys(converted: Mapping[str, Tensor]) -> List[str]:
+def missing_keys(converted: Mapping[str, Tensor],
+                 neck_conv_bias: bool = True) -> List[str]:
     """Our keys a ``DeformableDETR`` of the converted variant needs and
     ``converted`` lacks (outside the backbone, which
-    :func:`~.resnet_keys.resnet_to_mmdet` checks).
+    :func:`~.resnet_keys.resnet_to_mmdet` checks): the only definition of
+    which keys a variant must have, for every layout's converter.
 
     The variant is read from the keys: two-stage if
     ``transformer.memory_trans_fc.weight`` is present; the numbers of
     encoder/decoder layers and of neck levels from the largest indices.
+
+    Args:
+        converted (Mapping[str, Tensor]): a state_dict in our layout.
+        neck_conv_bias (bool): the neck's convolutions have biases
+            (original-repository and Hugging Face weights; mmdet's have
+            none).
+
+    Returns:
+        list[str]: the missing keys, sorted.
     """
     keys = list(converted)
     two_stage = 'transformer.memory_trans_fc.weight' in converted
-    required = ['transformer.level_embed']
-    if two_stage:
-        required += [f'transformer.{m}.{p}' for m in (
-            'memory_trans_fc', 'memory_trans_norm', 'pos_trans_fc',
-            'pos_trans_norm') for p in _LINEAR]
-    else:
-        required += ['transformer.query_embedding.weight'] + \
-            [f'transformer.reference_points_fc.{p}' for p in _LINEAR]
-    for part, layer_keys in (('encoder', _ENCODER_LAYER),
-                             ('decoder', _DECODER_LAYER)):
+    required = ['transformer.level_embed'] + [
+        f'transformer.{k}'
+        for k in (TWO_STAGE_KEYS if two_stage else SINGLE_STAGE_KEYS)
+    ]
+    for part, layer_keys in (('encoder', ENCODER_LAYER_KEYS),
+                             ('decoder', DECODER_LAYER_KEYS)):
         required += [
             f'transformer.{part}.layers.{i}.{k}'
             for i in range(_layer_count(keys, part))
@@ -188,10 +244,11 @@ def missing_keys(converted: Mapping[str, Tensor]) -> List[str]:
         required += [f'bbox_head.reg_branches.{i}.{j}.{p}'
                      for j in (0, 2, 4) for p in _LINEAR]
     required += ['neck.input_projs.0.conv.weight']
+    conv_params = _LINEAR if neck_conv_bias else ('weight', )
     for key in keys:
         match = re.match(r'(neck\.(input|extra)_projs\.\d+\.)', key)
         if match:
-            required += [f'{match[1]}conv.{p}' for p in _LINEAR] + \
+            required += [f'{match[1]}conv.{p}' for p in conv_params] + \
                 [f'{match[1]}gn.{p}' for p in _LINEAR]
     return sorted({k for k in required if k not in converted})
 

@@ -2,7 +2,7 @@
 (``SenseTime/deformable-detr``, ``-with-box-refine``,
 ``-with-box-refine-two-stage``) to ``ddetr_plugin`` ones.
 
-:func:`from_hf` converts a state_dict, :func:`convert_hf_checkpoint` a
+:func:`hf_to_ddetr` converts a state_dict, :func:`convert_hf_checkpoint` a
 ``model.safetensors`` / ``pytorch_model.bin`` file or a model folder with
 ``config.json`` (``tools/model_converters/hf_to_ddetr.py``). Both the names
 of the released files (transformers 4.x: ``model.backbone.conv_encoder.
@@ -134,7 +134,7 @@ def _merge_qkv(state_dict: Mapping[str, Tensor]
     return merged, missing
 
 
-def from_hf(state_dict: Mapping[str, Tensor],
+def hf_to_ddetr(state_dict: Mapping[str, Tensor],
             with_box_refine: Optional[bool] = None) -> Dict[str, Tensor]:
     """Convert a Hugging Face ``DeformableDetrForObjectDetection``
     state_dict (see the module docstring for the table).
@@ -236,7 +236,7 @@ def hf_classes(config: Mapping, num_classes_: int) -> Optional[tuple]:
 
 
 def convert_hf_checkpoint(src: str, out: Optional[str] = None) -> dict:
-    """Convert Hugging Face weights with :func:`from_hf`.
+    """Convert Hugging Face weights with :func:`hf_to_ddetr`.
 
     The variant is read from ``config.json`` (``with_box_refine``,
     ``two_stage``) when there is one, else from the keys.
@@ -251,9 +251,9 @@ def convert_hf_checkpoint(src: str, out: Optional[str] = None) -> dict:
 
     Raises:
         FileNotFoundError: see :func:`load_hf_checkpoint`.
-        KeyError, ValueError: see :func:`from_hf`.
+        KeyError, ValueError: see :func:`hf_to_ddetr`.
     """
     state_dict, config = load_hf_checkpoint(src)
-    converted = from_hf(state_dict, config.get('with_box_refine'))
+    converted = hf_to_ddetr(state_dict, config.get('with_box_refine'))
     return save_converted(converted,
                           hf_classes(config, num_classes(converted)), out)

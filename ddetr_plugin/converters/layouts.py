@@ -1,26 +1,27 @@
 """Which of the four checkpoint layouts a state_dict is in, and conversion
 of any of them to ours (what ``load_from`` / ``init_cfg`` use, see
-:mod:`ddetr_plugin.engine.pretrained`).
+:mod:`.load_hook`).
 
 * ``ddetr`` (ours): ``transformer.encoder.layers.*`` and ``bbox_head.*``;
   kept as it is
 * ``mmdet`` (mmdet 3.x): ``encoder.layers.*`` and ``bbox_head.*``;
-  :func:`.from_mmdet`
+  :func:`.mmdet_to_ddetr`
 * ``original`` (fundamentalvision/Deformable-DETR):
   ``transformer.encoder.layers.*`` and ``class_embed.*``;
-  :func:`.from_original`
-* ``hf`` (Hugging Face): ``model.encoder.layers.*``; :func:`.from_hf`
+  :func:`.original_to_ddetr`
+* ``hf`` (Hugging Face): ``model.encoder.layers.*``; :func:`.hf_to_ddetr`
 """
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
 
 from .coco_classes import coco_classes_for
-from .hf_checkpoint import from_hf
-from .mmdet_checkpoint import from_mmdet
-from .original_checkpoint import from_original
+from .hf_checkpoint import hf_to_ddetr
+from .mmdet_checkpoint import mmdet_to_ddetr
+from .original_checkpoint import original_to_ddetr
 
-_CONVERTERS = dict(mmdet=from_mmdet, original=from_original, hf=from_hf)
+_CONVERTERS = dict(
+    mmdet=mmdet_to_ddetr, original=original_to_ddetr, hf=hf_to_ddetr)
 
 
 def unwrap_state_dict(checkpoint: Mapping) -> Mapping[str, Tensor]:
@@ -56,7 +57,7 @@ def detect_layout(state_dict: Mapping[str, Tensor]) -> str:
                      f'Face); its first keys are {list(state_dict)[:8]}')
 
 
-def to_ddetr(state_dict: Mapping[str, Tensor]
+def any_to_ddetr(state_dict: Mapping[str, Tensor]
              ) -> Tuple[Dict[str, Tensor], str]:
     """Convert a state_dict of any layout to ours.
 

@@ -1,6 +1,6 @@
 """mmdet 3.x ``DeformableDETR`` checkpoints to ``ddetr_plugin`` ones.
 
-:func:`from_mmdet` converts a state_dict, :func:`convert_mmdet_checkpoint`
+:func:`mmdet_to_ddetr` converts a state_dict, :func:`convert_mmdet_checkpoint`
 a checkpoint file (``tools/model_converters/mmdet_to_ddetr.py``).
 
 All three mmdet variants (single stage, ``with_box_refine``,
@@ -31,50 +31,16 @@ import os
 import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor
 
-from ..engine.checkpoint import register_safe_checkpoint_types
+from .detr_keys import (DECODER_LAYER_KEYS, ENCODER_LAYER_KEYS,
+                        SINGLE_STAGE_KEYS, TWO_STAGE_KEYS, missing_keys)
 
-_LINEAR = ('weight', 'bias')
-_MSDA = [
-    f'{proj}.{p}'
-    for proj in ('sampling_offsets', 'attention_weights', 'value_proj',
-                 'output_proj') for p in _LINEAR
-]
-_FFN = [f'ffn.layers.0.0.{p}' for p in _LINEAR] + \
-    [f'ffn.layers.1.{p}' for p in _LINEAR]
-
-# mmdet suffix -> our suffix, for every key of one layer
-_ENCODER_LAYER = {
-    **{f'self_attn.{k}': f'self_attn.{k}' for k in _MSDA},
-    **{k: k for k in _FFN},
-    **{f'norms.0.{p}': f'self_attn_norm.{p}' for p in _LINEAR},
-    **{f'norms.1.{p}': f'ffn_norm.{p}' for p in _LINEAR},
-}
-_DECODER_LAYER = {
-    **{
-        f'self_attn.attn.{k}': f'self_attn.attn.{k}'
-        for k in ('in_proj_weight', 'in_proj_bias', 'out_proj.weight',
-                  'out_proj.bias')
-    },
-    **{f'cross_attn.{k}': f'cross_attn.{k}' for k in _MSDA},
-    **{k: k for k in _FFN},
-    **{f'norms.0.{p}': f'self_attn_norm.{p}' for p in _LINEAR},
-    **{f'norms.1.{p}': f'cross_attn_norm.{p}' for p in _LINEAR},
-    **{f'norms.2.{p}': f'ffn_norm.{p}' for p in _LINEAR},
-}
-_LAYERS = {'encoder': _ENCODER_LAYER, 'decoder': _DECODER_LAYER}
-
-_SINGLE_STAGE = ['query_embedding.weight'] + \
-    [f'reference_points_fc.{p}' for p in _LINEAR]
-_TWO_STAGE = [
-    f'{m}.{p}' for m in ('memory_trans_fc', 'memory_trans_norm',
-                         'pos_trans_fc', 'pos_trans_norm') for p in _LINEAR
-]
-_TRANSFORMER = ['level_embed'] + _SINGLE_STAGE + _TWO_STAGE
+_LAYERS = {'encoder': ENCODER_LAYER_KEYS, 'decoder': DECODER_LAYER_KEYS}
+_TRANSFORMER = ['level_embed'] + SINGLE_STAGE_KEYS + TWO_STAGE_KEYS
 
 _PREFIXES = {
     'backbone.': 'backbone.',
@@ -83,6 +49,8 @@ _PREFIXES = {
     'neck.extra_convs.': 'neck.extra_projs.',
 }
 _LAYER_KEY = re.compile(r'(encoder|decoder)\.layers\.(\d+)\.(.+)')
+_OUR_LAYER_KEY = re.compile(r'transformer\.(encoder|decoder)\.layers\.'
+                            r'(\d+)\.(.+)')
 
 
 def _convert_key(key: str) -> str:
@@ -99,25 +67,30 @@ def _convert_key(key: str) -> str:
     return ''
 
 
-def _missing_keys(state_dict: Mapping[str, Tensor]) -> list:
-    """mmdet keys that a DeformableDETR of this variant must have."""
-    two_stage = 'memory_trans_fc.weight' in state_dict
-    expected = ['level_embed'] + (_TWO_STAGE if two_stage else _SINGLE_STAGE)
-    for part, layer_keys in _LAYERS.items():
-        indices = {
-            int(m[2])
-            for m in map(_LAYER_KEY.fullmatch, state_dict)
-            if m and m[1] == part
-        }
-        num_layers = max(indices) + 1 if indices else 1
-        expected += [
-            f'{part}.layers.{i}.{k}' for i in range(num_layers)
-            for k in layer_keys
-        ]
-    return [k for k in expected if k not in state_dict]
+def _mmdet_key(ours: str) -> str:
+    """The mmdet name of one of our keys (the inverse of
+    :func:`_convert_key`)."""
+    for old, new in _PREFIXES.items():
+        if ours.startswith(new):
+            return old + ours[len(new):]
+    match = _OUR_LAYER_KEY.fullmatch(ours)
+    if match:
+        mmdet = {v: k for k, v in _LAYERS[match[1]].items()}[match[3]]
+        return f'{match[1]}.layers.{match[2]}.{mmdet}'
+    return ours[len('transformer.'):]
 
 
-def from_mmdet(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+def _missing_keys(state_dict: Mapping[str, Tensor]) -> List[str]:
+    """mmdet keys that a DeformableDETR of this variant must have
+    (:func:`~.detr_keys.missing_keys` of the known keys, in mmdet's
+    names)."""
+    converted = {_convert_key(k): v for k, v in state_dict.items()}
+    converted.pop('', None)
+    return [_mmdet_key(k)
+            for k in missing_keys(converted, neck_conv_bias=False)]
+
+
+def mmdet_to_ddetr(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     """Convert an mmdet 3.x ``DeformableDETR`` state_dict to our layout.
 
     Backbone and head keys are kept; neck and transformer keys are renamed
@@ -135,8 +108,10 @@ def from_mmdet(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     Raises:
         KeyError: unknown keys (no mmdet DeformableDETR parameter), or keys
             missing for the variant (``level_embed``, the queries or
-            proposal layers, a parameter of some encoder/decoder layer); the
-            message lists them.
+            proposal layers, a parameter of some encoder/decoder layer, of
+            a prediction branch or of a neck level; see
+            :func:`~.detr_keys.missing_keys`); the message lists them in
+            mmdet's names.
     """
     unknown = [k for k in state_dict if not _convert_key(k)]
     missing = _missing_keys(state_dict)
@@ -147,11 +122,12 @@ def from_mmdet(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
 
 
 def convert_mmdet_checkpoint(src: str, out: Optional[str] = None) -> dict:
-    """Convert the mmdet checkpoint file ``src`` with :func:`from_mmdet`.
+    """Convert the mmdet checkpoint file ``src`` with :func:`mmdet_to_ddetr`.
 
-    ``src`` is read with ``torch.load(weights_only=True)`` (plus the
-    Runner-checkpoint types of :mod:`ddetr_plugin.engine.checkpoint`); a
-    bare state_dict is accepted too. Only ``meta`` and the converted
+    ``src`` is read with ``torch.load(weights_only=True)``, which also
+    accepts the Runner-checkpoint types that importing ``ddetr_plugin``
+    allow-lists (:mod:`ddetr_plugin.engine.checkpoint`); a bare state_dict
+    is accepted too. Only ``meta`` and the converted
     ``state_dict`` are kept (the optimizer state and anything else is
     dropped), so the result loads with ``load_from=OUT`` or
     ``tools/test.py CONFIG OUT`` and the matching config of
@@ -166,15 +142,14 @@ def convert_mmdet_checkpoint(src: str, out: Optional[str] = None) -> dict:
         dict: ``{'meta': <src's meta or {}>, 'state_dict': <converted>}``.
 
     Raises:
-        KeyError: See :func:`from_mmdet`.
+        KeyError: See :func:`mmdet_to_ddetr`.
         pickle.UnpicklingError: ``src`` holds other pickled objects
             (refused by ``weights_only``).
     """
-    register_safe_checkpoint_types()
     checkpoint = torch.load(src, map_location='cpu', weights_only=True)
     state_dict = checkpoint.get('state_dict', checkpoint)
     converted = dict(
-        meta=checkpoint.get('meta', {}), state_dict=from_mmdet(state_dict))
+        meta=checkpoint.get('meta', {}), state_dict=mmdet_to_ddetr(state_dict))
     if out is not None:
         if osp.dirname(out):
             os.makedirs(osp.dirname(out), exist_ok=True)

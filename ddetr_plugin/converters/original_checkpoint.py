@@ -3,7 +3,7 @@ Deformable-DETR``: ``r50_deformable_detr-checkpoint.pth``,
 ``..._plus_iterative_bbox_refinement-checkpoint.pth``,
 ``..._plus_plus_two_stage-checkpoint.pth``) to ``ddetr_plugin`` ones.
 
-:func:`from_original` converts a state_dict (the file's ``model`` entry),
+:func:`original_to_ddetr` converts a state_dict (the file's ``model`` entry),
 :func:`convert_original_checkpoint` a file
 (``tools/model_converters/original_to_ddetr.py``). The table follows the
 repository's ``models/deformable_detr.py``, ``deformable_transformer.py``,
@@ -69,7 +69,6 @@ from typing import Dict, Mapping, Optional
 import torch
 from torch import Tensor
 
-from ..engine.checkpoint import register_safe_checkpoint_types
 from .coco_classes import coco_classes_for
 from .detr_keys import (HEAD_RULES, check_converted, convert_backbone,
                         convert_input_projs, drop_head_aliases,
@@ -119,7 +118,7 @@ _RULES = HEAD_RULES + [
 ]
 
 
-def from_original(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+def original_to_ddetr(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     """Convert an original-repository Deformable DETR state_dict.
 
     All three released variants convert (see the module docstring for the
@@ -178,21 +177,21 @@ def load_original_checkpoint(src: str) -> dict:
 
     The released files hold ``model``, and possibly ``optimizer``,
     ``lr_scheduler``, ``epoch`` and ``args``. They are read with
-    ``torch.load(weights_only=True)``, allowing the Runner-checkpoint types
-    of :mod:`ddetr_plugin.engine.checkpoint` and
-    :func:`allow_original_checkpoint_types` besides torch's defaults.
+    ``torch.load(weights_only=True)``, allowing
+    :func:`allow_original_checkpoint_types` and the Runner-checkpoint types
+    that importing ``ddetr_plugin`` allow-lists
+    (:mod:`ddetr_plugin.engine.checkpoint`) besides torch's defaults.
 
     Raises:
         pickle.UnpicklingError: the file holds other pickled objects.
     """
-    register_safe_checkpoint_types()
     allow_original_checkpoint_types()
     return torch.load(src, map_location='cpu', weights_only=True)
 
 
 def convert_original_checkpoint(src: str, out: Optional[str] = None) -> dict:
     """Convert an original-repository checkpoint file with
-    :func:`from_original`.
+    :func:`original_to_ddetr`.
 
     Args:
         src (str): ``*-checkpoint.pth`` of the original repository (any of
@@ -205,10 +204,10 @@ def convert_original_checkpoint(src: str, out: Optional[str] = None) -> dict:
         :data:`~.coco_classes.COCO_91_CLASSES` for a 91-class checkpoint.
 
     Raises:
-        KeyError, ValueError: see :func:`from_original`.
+        KeyError, ValueError: see :func:`original_to_ddetr`.
         pickle.UnpicklingError: see :func:`load_original_checkpoint`.
     """
     checkpoint = load_original_checkpoint(src)
-    state_dict = from_original(checkpoint.get('model', checkpoint))
+    state_dict = original_to_ddetr(checkpoint.get('model', checkpoint))
     return save_converted(state_dict,
                           coco_classes_for(num_classes(state_dict)), out)

@@ -48,8 +48,6 @@ import warnings
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Sequence, Tuple
 
-#: The BCCD classes, in the order used for category ids 1, 2, 3.
-BCCD_CLASSES = ('RBC', 'WBC', 'Platelets')
 DEFAULT_SPLITS = ('train', 'val', 'test')
 _BOX_FIELDS = ('xmin', 'ymin', 'xmax', 'ymax')
 
@@ -187,8 +185,7 @@ def _read_split(voc_root: str, split: str) -> List[str]:
     return ids
 
 
-def convert_voc_split(voc_root: str, split: str,
-                      classes: Sequence[str] = BCCD_CLASSES
+def convert_voc_split(voc_root: str, split: str, classes: Sequence[str]
                       ) -> Tuple[dict, dict]:
     """Convert one split of a VOC dataset to a COCO detection dict.
 
@@ -260,9 +257,8 @@ def convert_voc_split(voc_root: str, split: str,
 
 
 def convert_voc_to_coco(voc_root: str, out_dir: str,
-                        splits: Sequence[str] = DEFAULT_SPLITS,
-                        classes: Sequence[str] = BCCD_CLASSES
-                        ) -> Dict[str, dict]:
+                        splits: Sequence[str] = DEFAULT_SPLITS, *,
+                        classes: Sequence[str]) -> Dict[str, dict]:
     """Convert several splits and write ``out_dir/annotations/<split>.json``.
 
     All splits are converted before anything is written, so a bad file
@@ -273,7 +269,10 @@ def convert_voc_to_coco(voc_root: str, out_dir: str,
         out_dir (str): Output folder; ``annotations/`` is created in it.
         splits (Sequence[str]): Split names (list files in
             ``ImageSets/Main``).
-        classes (Sequence[str]): Class names in category-id order.
+        classes (Sequence[str]): Class names in category-id order
+            (keyword only, required: the order the config's
+            ``metainfo['classes']`` must repeat, e.g. BCCD's
+            ``('RBC', 'WBC', 'Platelets')``).
 
     Returns:
         dict: split -> stats (see :func:`convert_voc_split`), plus

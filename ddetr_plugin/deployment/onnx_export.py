@@ -20,6 +20,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ddetr_plugin.datasets.preprocessing import (detector_classes,
+                                                 preprocessing_from_config)
 from .symbolic_shapes import SymbolicSpatialShapes
 
 # metadata_props key holding the preprocessing and class names (json)
@@ -186,7 +188,6 @@ def export_onnx(detector: nn.Module,
     return out_file
 
 
-
 def export_checkpoint(config: str,
                       checkpoint: str,
                       out_file: Union[str, Path],
@@ -214,10 +215,13 @@ def export_checkpoint(config: str,
         FileNotFoundError: a missing config or checkpoint.
         ValueError: see :func:`export_onnx`.
     """
-    from ddetr_plugin.apis.inference import build_detector
+    from mmdet.apis import init_detector
     require_onnx_packages()
-    detector = build_detector('pytorch', [config, checkpoint])
-    preprocessing = detector.preprocessing
+    for path in (config, checkpoint):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f'model file not found: {path}')
+    model = init_detector(config, checkpoint, device='cpu')
+    preprocessing = preprocessing_from_config(model.cfg)
     if input_shape is None:
         width, height = preprocessing['resize']['scale']
         divisor = preprocessing['data_preprocessor'].get(
@@ -225,10 +229,11 @@ def export_checkpoint(config: str,
         input_shape = [-(-size // divisor) * divisor
                        for size in (height, width)]
     return export_onnx(
-        detector.model,
+        model,
         out_file,
         input_shape,
         metadata=dict(
-            classes=list(detector.classes), preprocessing=preprocessing),
+            classes=list(detector_classes(model)),
+            preprocessing=preprocessing),
         opset=opset,
         dynamic=dynamic)

@@ -1,27 +1,32 @@
-"""``AmpOptimWrapper`` that also trains on CPU (bfloat16 autocast).
+"""``CPUAmpOptimWrapper``: mmengine's ``AmpOptimWrapper`` that also trains on
+CPU (bfloat16 autocast).
 
-mmdet's ``tools/train.py --amp`` sets ``optim_wrapper.type =
-'AmpOptimWrapper'`` and ``loss_scale='dynamic'``. mmengine 0.10.7's wrapper
-asserts a GPU/NPU/MLU/MUSA device. Registered under the same name in our
-scope, this subclass keeps mmengine's behaviour wherever CUDA is available
-(float16 autocast with dynamic loss scaling by default,
-``dtype='bfloat16'`` for bfloat16) and, without CUDA, runs CPU autocast in
-bfloat16 without loss scaling: bfloat16 has float32's exponent range, so
-gradients do not underflow, and torch's CPU ``GradScaler`` would only add
-work. It is created disabled, so ``scale``/``unscale_``/``step``/``update``
-pass through and its state dict is empty.
+mmengine 0.10.7's ``AmpOptimWrapper`` asserts a GPU/NPU/MLU/MUSA device.
+This subclass, registered in the ``ddetr_plugin`` scope under its own name
+only (mmengine's ``AmpOptimWrapper`` stays reachable under that name), keeps
+mmengine's behaviour wherever CUDA is available (float16 autocast with
+dynamic loss scaling by default, ``dtype='bfloat16'`` for bfloat16) and,
+without CUDA, runs CPU autocast in bfloat16 without loss scaling: bfloat16
+has float32's exponent range, so gradients do not underflow, and torch's CPU
+``GradScaler`` would only add work. It is created disabled, so
+``scale``/``unscale_``/``step``/``update`` pass through and its state dict
+is empty.
+
+Our ``tools/train.py --amp`` selects it: where mmdet's ``tools/train.py``
+sets ``optim_wrapper.type = 'AmpOptimWrapper'`` and ``loss_scale =
+'dynamic'`` (on a config whose wrapper is ``OptimWrapper``), ours sets
+``type = 'CPUAmpOptimWrapper'`` and the same ``loss_scale``.
 """
 from typing import Union
 
 import torch
-from mmengine.optim import AmpOptimWrapper as MMEngineAmpOptimWrapper
-from mmengine.optim import OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
 from ddetr_plugin.registry import OPTIM_WRAPPERS
 
 
-@OPTIM_WRAPPERS.register_module(name='AmpOptimWrapper')
-class AmpOptimWrapper(MMEngineAmpOptimWrapper):
+@OPTIM_WRAPPERS.register_module(name='CPUAmpOptimWrapper')
+class CPUAmpOptimWrapper(AmpOptimWrapper):
     """Mixed-precision optimizer wrapper for CUDA and CPU.
 
     Args:
@@ -49,8 +54,8 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
             return
         if dtype not in (None, 'bfloat16', torch.bfloat16):
             raise ValueError(
-                f'AmpOptimWrapper: CPU autocast supports only bfloat16, got '
-                f'dtype={dtype!r} (no CUDA device is available)')
+                f'CPUAmpOptimWrapper: CPU autocast supports only bfloat16, '
+                f'got dtype={dtype!r} (no CUDA device is available)')
         OptimWrapper.__init__(self, **kwargs)
         self._scale_update_param = None
         self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)

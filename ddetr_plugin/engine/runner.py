@@ -1,21 +1,30 @@
-"""``DDETRRunner``: mmengine's Runner made to scale out and to resume exactly.
+"""``DeformableDETRRunner``: mmengine's Runner made to scale out and to
+resume exactly.
 
 Selected by ``runner_type`` in ``configs/_base_/default_runtime.py``, so
 ``tools/train.py``/``tools/test.py`` (mmdet's scripts) build it. It changes
-four things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
+six things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
 
+* every class gets a drawing colour: a dataset ``metainfo.palette`` shorter
+  than its ``classes`` (e.g. inherited from a base config) is completed
+  with generated colours, with a warning (:mod:`ddetr_plugin.datasets.palette`),
+  so drawing at validation or in ``tools/test.py`` cannot fail on it;
 * the process group: ``env_cfg.dist_cfg.backend=None`` picks ``gloo``
   without CUDA and ``nccl`` with it, and machines without CUDA start without
   ``torch.cuda.set_device`` (:mod:`.distributed`);
 * the DDP wrapper on CPU: ``MMDistributedDataParallel`` without
   ``device_ids`` (mmengine passes ``[LOCAL_RANK]``, which DDP refuses for CPU
   modules);
-* checkpoint writes are atomic (:mod:`.atomic_file`): the file appears
-  under its final name only when complete;
+* checkpoint writes are atomic (:mod:`ddetr_plugin.utils.atomic_file`):
+  the file appears under its final name only when complete;
+* the training dataloader draws each sample's random augmentation from
+  generators seeded by (seed, epoch, sample index) (:mod:`.data_seeding`),
+  so the draws depend neither on the dataloader workers (how many, whether
+  persistent) nor on a resume;
 * every process's random state (:mod:`.random_state`) is saved with each
   checkpoint, in the message hub's runtime info (``random_state``, one entry
-  per rank), and restored by :meth:`DDETRRunner.resume`, so an interrupted
-  and resumed run continues the same random streams.
+  per rank), and restored by :meth:`DeformableDETRRunner.resume`, so an
+  interrupted and resumed run continues the same random streams.
 """
 import os.path as osp
 from typing import Dict, Optional
@@ -25,10 +34,12 @@ from mmengine.dist import (all_gather_object, get_rank, is_distributed,
                            is_main_process)
 from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
+from mmengine.runner import BaseLoop, Runner
 
+from ddetr_plugin.datasets.palette import complete_palettes
 from ddetr_plugin.registry import MODEL_WRAPPERS, RUNNERS
-from .atomic_file import commit_file, temporary_path
+from ddetr_plugin.utils.atomic_file import commit_file, temporary_path
+from .data_seeding import build_seeded_dataloader, seeded_sampler
 from .distributed import init_process_group
 from .random_state import capture_random_state, restore_random_state
 
@@ -37,10 +48,26 @@ RANDOM_STATE_KEY = 'random_state'
 
 
 @RUNNERS.register_module()
-class DDETRRunner(Runner):
+class DeformableDETRRunner(Runner):
     """mmengine's ``Runner`` with CPU-capable DDP, atomic checkpoints and
     exact resume (see the module docstring). Same arguments as ``Runner``.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        """``Runner.__init__`` after completing short palettes.
+
+        The dataloader configs passed by keyword (as ``Runner.from_cfg``
+        passes them) get one colour per class (:func:`complete_palettes`,
+        changed in place, so the dumped config shows the colours used);
+        each completion is logged as a warning.
+        """
+        completed = []
+        for split in ('train_dataloader', 'val_dataloader',
+                      'test_dataloader'):
+            completed += complete_palettes(kwargs.get(split), split)
+        super().__init__(*args, **kwargs)
+        for message in completed:
+            self.logger.warning(message)
 
     def setup_env(self, env_cfg: Dict) -> None:
         """Create the process group, then mmengine's set-up.
@@ -79,6 +106,23 @@ class DDETRRunner(Runner):
         wrapper_cfg.update(model_wrapper_cfg or {})
         return MODEL_WRAPPERS.build(
             wrapper_cfg, default_args=dict(module=model))
+
+    def build_train_loop(self, loop):
+        """``Runner.build_train_loop`` on a per-sample seeded dataloader.
+
+        The training dataloader config is built by
+        :func:`.data_seeding.build_seeded_dataloader` (mmengine's builder
+        with the dataset and sampler wrapped), so every random transform of
+        a sample draws from ``(seed, epoch, index)``. Arguments and return
+        as for ``Runner.build_train_loop``.
+        """
+        if isinstance(self._train_dataloader, dict):
+            self._train_dataloader = build_seeded_dataloader(
+                self._train_dataloader,
+                seed=self.seed,
+                diff_rank_seed=self._randomness_cfg.get(
+                    'diff_rank_seed', False))
+        return super().build_train_loop(loop)
 
     def save_checkpoint(self, out_dir: str, filename: str,
                         file_client_args: Optional[dict] = None,
@@ -130,12 +174,19 @@ class DDETRRunner(Runner):
         """
         super().resume(filename, resume_optimizer, resume_param_scheduler,
                        map_location)
+        # mmengine adopts the checkpoint's seed after the training dataloader
+        # was built with this run's: its shuffle and per-sample draws follow
+        sampler = (seeded_sampler(self._train_loop.dataloader)
+                   if isinstance(self._train_loop, BaseLoop) else None)
+        if sampler is not None and not self._randomness_cfg.get(
+                'diff_rank_seed', False):
+            sampler.reseed(self.seed)
         states = self.message_hub.runtime_info.get(RANDOM_STATE_KEY)
         if not states:
             self.logger.warning(
                 f'{filename} holds no random state (not saved by '
-                'DDETRRunner): the resumed run draws new random numbers and '
-                'will not repeat an uninterrupted run exactly')
+                'DeformableDETRRunner): the resumed run draws new random '
+                'numbers and will not repeat an uninterrupted run exactly')
             return
         if len(states) != self.world_size:
             self.logger.warning(

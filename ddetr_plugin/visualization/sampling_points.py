@@ -22,7 +22,7 @@ from matplotlib import colormaps
 from mmengine.visualization import Visualizer
 from torch import Tensor, nn
 
-from ddetr_plugin.apis.inference import rescale_boxes
+from ddetr_plugin.datasets.preprocessing import rescale_boxes
 from ddetr_plugin.models.layers import MultiScaleDeformableAttention
 
 

@@ -18,8 +18,8 @@ import sys
 
 from mmengine.config import Config, DictAction
 
-from ddetr_plugin.datasets.check_report import format_reports, has_errors
-from ddetr_plugin.datasets.dataset_check import SPLITS, check_config
+from ddetr_plugin.datasets.dataset_check import (SPLITS, check_config,
+                                                 format_reports, has_errors)
 
 
 def parse_args() -> argparse.Namespace:

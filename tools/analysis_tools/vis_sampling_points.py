@@ -47,7 +47,7 @@ def main(argv=None):
     args = parse_args(argv)
     import mmcv
 
-    from ddetr_plugin.apis.inference import build_detector, read_image
+    from ddetr_plugin.apis import build_detector, read_image
     from ddetr_plugin.visualization import (capture_sampling_points,
                                             sampling_point_figures)
     try:

@@ -12,15 +12,23 @@ JPEGImages/')``). Prints per split the images, boxes kept and dropped (each
 dropped box with its file and reason) and the output file. See
 ``ddetr_plugin/datasets/voc_to_coco.py`` for the box convention and what is
 dropped.
+
+``--classes`` defaults to BCCD's (the demo dataset); any other dataset passes
+its own, in the order of its config's ``metainfo['classes']``.
 """
 import argparse
 import os.path as osp
 import warnings
 
-from ddetr_plugin.datasets.voc_to_coco import (BCCD_CLASSES, DEFAULT_SPLITS,
+from ddetr_plugin.datasets.voc_to_coco import (DEFAULT_SPLITS,
                                                DroppedBoxWarning,
                                                convert_voc_to_coco,
                                                format_voc_box)
+
+#: The demo's classes (BCCD), in the order of the BCCD configs'
+#: ``metainfo['classes']`` (configs/_base_/datasets/bccd_detection.py):
+#: category ids 1, 2, 3. The default of ``--classes``.
+BCCD_CLASSES = ('RBC', 'WBC', 'Platelets')
 
 
 def parse_args(argv=None):
@@ -33,9 +41,13 @@ def parse_args(argv=None):
                         'ImageSets/Main/')
     parser.add_argument('out_dir', metavar='OUT_DIR')
     parser.add_argument('--splits', nargs='+', default=list(DEFAULT_SPLITS))
-    parser.add_argument('--classes', nargs='+', default=list(BCCD_CLASSES),
-                        help='class names; category ids 1..K in this order '
-                        '(default: %(default)s)')
+    parser.add_argument(
+        '--classes', nargs='+', default=list(BCCD_CLASSES),
+        help='class names, in the order of the config\'s '
+        'metainfo[\'classes\']: category ids 1..K follow it, and mmdet\'s '
+        'CocoDataset numbers its labels in that order. The default is '
+        'BCCD\'s (the demo, `make data`: %(default)s); pass your dataset\'s '
+        'own, an object of another class is an error naming it')
     return parser.parse_args(argv)
 
 
@@ -45,7 +57,7 @@ def main(argv=None):
         # The per-box lines are printed below; do not repeat them.
         warnings.simplefilter('ignore', DroppedBoxWarning)
         stats = convert_voc_to_coco(args.voc_root, args.out_dir,
-                                    args.splits, args.classes)
+                                    args.splits, classes=args.classes)
     for split, st in stats.items():
         print(f'{split}: {st["images"]} images, {st["boxes_kept"]} boxes '
               f'kept ({st["crowd"]} difficult as iscrowd), '

@@ -14,12 +14,14 @@ with ``--trust-code``) and writes CLEAN.pth holding its tensors, numbers,
 strings and mmengine logging types, without the other objects (listed on
 the output). CLEAN.pth loads with safe loading (checked before it is
 written), e.g. as ``load_from=CLEAN.pth`` or ``tools/test.py CONFIG
-CLEAN.pth``. See ``ddetr_plugin.engine.checkpoint.convert_trusted_checkpoint``.
+CLEAN.pth``. See
+``ddetr_plugin.converters.trusted_checkpoint.convert_trusted_checkpoint``.
 """
 import argparse
 import sys
 
-from ddetr_plugin.engine.checkpoint import convert_trusted_checkpoint
+from ddetr_plugin.converters.trusted_checkpoint import \
+    convert_trusted_checkpoint
 
 
 def parse_args(argv=None):

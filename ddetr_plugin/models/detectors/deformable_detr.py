@@ -9,7 +9,7 @@ from mmdet.models.detectors import BaseDetector
 from mmdet.structures import OptSampleList, SampleList
 from torch import Tensor
 
-from ddetr_plugin.engine.pretrained import convert_layout_on_load
+from ddetr_plugin.converters.load_hook import convert_layout_on_load
 from ddetr_plugin.registry import MODELS
 from .config_checks import (check_backbone_neck, check_detections_per_image,
                             check_neck_transformer)

@@ -2,6 +2,7 @@
 queries out (Zhu et al., arXiv 2010.04159, Sec. 4.1, and Sec. 4.2 /
 Appendix A.4 for the two-stage variant)."""
 import math
+import warnings
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -60,11 +61,6 @@ class DeformableDETRTransformer(BaseModule):
             ``num_levels`` of the attention modules. Default 4.
         as_two_stage (bool): two-stage Deformable DETR. Normally set by the
             detector.
-        mask_invalid_proposals (bool): two-stage only; exclude proposals at
-            padded pixels (and with out-of-range boxes) from the top-k. The
-            reference code and mmdet 3.3 do not (those pixels share one
-            score and may be picked, with degenerate boxes), so the default
-            False reproduces their outputs.
         counter_dropout (bool): every dropout layer of the encoder and
             decoder draws its masks with :class:`CounterDropout` (a hash of
             seed and element index, one vectorised pass on the CPU) instead
@@ -87,14 +83,12 @@ class DeformableDETRTransformer(BaseModule):
                  num_queries: int = 300,
                  num_feature_levels: int = 4,
                  as_two_stage: bool = False,
-                 mask_invalid_proposals: bool = False,
                  counter_dropout: bool = False,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.num_queries = num_queries
         self.num_feature_levels = num_feature_levels
         self.as_two_stage = as_two_stage
-        self.mask_invalid_proposals = mask_invalid_proposals
         self.positional_encoding = MODELS.build(positional_encoding)
         self.encoder = MODELS.build(encoder)
         self.decoder = MODELS.build(decoder)
@@ -300,7 +294,10 @@ class DeformableDETRTransformer(BaseModule):
         ``cls_branch`` (the proposal loss uses class 0 as foreground) and
         refined by ``reg_branch``; the top ``num_queries`` (no NMS) become
         the detached reference boxes, and their sine embeddings the
-        positional and content queries.
+        positional and content queries. A batch with fewer encoder tokens
+        than ``num_queries`` (images too small for the feature levels)
+        gives one query per token instead, with a warning
+        (:meth:`num_proposals`).
 
         Args:
             memory (Tensor): (B, S, C) encoder memory.
@@ -311,7 +308,8 @@ class DeformableDETRTransformer(BaseModule):
 
         Returns:
             tuple: ``query``, ``query_pos`` (B, Q, C), ``reference_points``
-            (B, Q, 4) normalised ``(cx, cy, w, h)``, ``enc_outputs_class``
+            (B, Q, 4) normalised ``(cx, cy, w, h)`` (``Q = num_queries``, or
+            S where S is smaller), ``enc_outputs_class``
             (B, S, num_classes) and ``enc_outputs_coord`` (B, S, 4)
             normalised ``(cx, cy, w, h)``.
         """
@@ -320,10 +318,8 @@ class DeformableDETRTransformer(BaseModule):
         enc_outputs_class = cls_branch(output_memory)
         enc_outputs_coord_unact = reg_branch(output_memory) + output_proposals
         scores = enc_outputs_class[..., 0]
-        if self.mask_invalid_proposals:
-            scores = scores.masked_fill(output_proposals[..., 0].isinf(),
-                                        float('-inf'))
-        topk_proposals = torch.topk(scores, self.num_queries, dim=1)[1]
+        topk_proposals = torch.topk(
+            scores, self.num_proposals(scores.shape[1]), dim=1)[1]
         topk_coords_unact = torch.gather(
             enc_outputs_coord_unact, 1,
             topk_proposals.unsqueeze(-1).repeat(1, 1, 4)).detach()
@@ -335,6 +331,32 @@ class DeformableDETRTransformer(BaseModule):
         query_pos, query = torch.split(pos_trans_out, self.embed_dims, dim=2)
         return (query, query_pos, reference_points, enc_outputs_class,
                 enc_outputs_coord_unact.sigmoid())
+
+    def num_proposals(self, num_tokens) -> int:
+        """How many proposals two-stage selects from ``num_tokens``.
+
+        ``num_queries``; or ``num_tokens`` when the batch's feature maps
+        hold fewer tokens (e.g. a 64x64 image with strides 8-64 gives 85),
+        where ``torch.topk`` would fail mid-training: the decoder then
+        runs on fewer queries, the matching and the losses take them as
+        they are, and a warning names the sizes. A symbolic
+        ``num_tokens`` (ONNX export, ``torch.compile``) is not compared.
+
+        Args:
+            num_tokens (int | torch.SymInt): S, tokens per image (padded).
+
+        Returns:
+            int | torch.SymInt: the number of proposals.
+        """
+        if isinstance(num_tokens, int) and num_tokens < self.num_queries:
+            warnings.warn(
+                f'two-stage: the batch\'s feature maps have {num_tokens} '
+                f'tokens, fewer than num_queries={self.num_queries}: '
+                f'{num_tokens} proposals are used for this batch; use '
+                'larger images or fewer queries (the dataset check names '
+                'the smallest size)')
+            return num_tokens
+        return self.num_queries
 
     def gen_encoder_output_proposals(
             self, memory: Tensor, memory_mask: Tensor,

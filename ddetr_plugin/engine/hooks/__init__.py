@@ -1,0 +1,27 @@
+"""Runner hooks, one per module, registered in the ``ddetr_plugin`` scope's
+``HOOKS`` (the registry imports this package the first time a config names
+a hook, see :mod:`ddetr_plugin.registry`):
+
+* :class:`CrashSafeCheckpointHook`: checkpoints that survive ``kill -9``;
+* :class:`CheckFiniteLossHook`: stop at the first NaN/inf loss term;
+* :class:`DryRunTestHook`: run the test steps once before training;
+* :class:`PretrainedClassesHook`: ``load_from`` of any layout and of other
+  classes;
+* :class:`SamplingPointsVisualizationHook` and
+  :class:`FixedImagesVisualizationHook`: validation pictures for the
+  dashboards.
+"""
+from .checkpoint_hook import CrashSafeCheckpointHook
+from .dry_run_test_hook import DryRunError, DryRunTestHook
+from .finite_loss_hook import CheckFiniteLossHook
+from .fixed_images_visualization_hook import FixedImagesVisualizationHook
+from .pretrained_classes_hook import PretrainedClassesHook
+from .sampling_points_visualization_hook import \
+    SamplingPointsVisualizationHook
+
+__all__ = [
+    'CheckFiniteLossHook', 'CrashSafeCheckpointHook', 'DryRunError',
+    'DryRunTestHook',
+    'FixedImagesVisualizationHook', 'PretrainedClassesHook',
+    'SamplingPointsVisualizationHook'
+]
