@@ -35,7 +35,7 @@ CASE_NAMES = [
 ]
 
 
-def test_corpus_covers_the_issue(corpus):
+def test_corpus_covers_every_case(corpus):
     _, cases, _ = corpus
     assert sorted(cases) == sorted(CASE_NAMES)
     assert len(cases) >= 25

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Train on NUM_PROCS processes per node with torchrun and mmengine's
 # `pytorch` launcher (tools/train.py --launcher pytorch). One process per GPU
-# with CUDA (nccl), or CPU processes (gloo); see README "Multi-process,
-# multi-node and resume".
+# with CUDA (nccl), or CPU processes (gloo); see docs/distributed.md.
 #
 # usage: tools/dist_train.sh CONFIG NUM_PROCS [tools/train.py arguments]
 #   e.g. tools/dist_train.sh configs/deformable_detr/deformable-detr_r50_16xb2-50e_coco.py 8 --resume

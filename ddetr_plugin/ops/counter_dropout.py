@@ -5,7 +5,7 @@ backward, never drawn from a random number generator nor stored.
 Why: torch's CPU dropout draws one Bernoulli sample per element from a
 serial generator, then multiplies by a float mask it keeps for the
 backward; in Deformable DETR's encoder (tokens x 1024 FFN activations) that
-is 13-16% of a CPU training step (README, "Speed"). This op does the same
+is 13-16% of a CPU training step (docs/benchmarks.md). This op does the same
 job in one vectorised, multi-threaded pass. Semantics
 (``csrc/counter_dropout.cpp``, CPU kernel
 ``csrc/cpu/counter_dropout_kernel.cpp``): each element is kept with

@@ -10,5 +10,9 @@ subprocesses), imported as ``from helpers.paths import REPO_ROOT``:
   tools in subprocesses;
 * :mod:`.fault_injection`: hooks that kill or poison a training
   subprocess (``custom_imports=['helpers.fault_injection']``);
-* :mod:`.hostile_corpus`: the hostile-data corpus of the dataset tests.
+* :mod:`.hostile_corpus`: the hostile-data corpus of the dataset tests;
+* :mod:`.cpu_variants`: which CPU kernel variants this machine runs;
+* :mod:`.processes`: process trees of torchrun runs, killed and waited on;
+* :mod:`.state_probe` and :mod:`.autocast_probe`: hooks loaded into
+  training subprocesses that record random states and autocast use.
 """

@@ -10,7 +10,7 @@ Reads every annotation and decodes every image that the config's
 dataloaders would load (through the config's own dataset and loading
 transform), prints each problem with its file and ids grouped by kind and a
 summary table, and exits with status 1 when there is an error (warnings
-alone: 0). See the README, "Check your dataset".
+alone: 0). See docs/datasets.md.
 """
 import argparse
 import json

@@ -353,8 +353,7 @@ class DeformableDETRTransformer(BaseModule):
                 f'two-stage: the batch\'s feature maps have {num_tokens} '
                 f'tokens, fewer than num_queries={self.num_queries}: '
                 f'{num_tokens} proposals are used for this batch; use '
-                'larger images or fewer queries (the dataset check names '
-                'the smallest size)')
+                'larger images or fewer queries')
             return num_tokens
         return self.num_queries
 
