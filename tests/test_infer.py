@@ -72,6 +72,7 @@ def test_preprocessing_is_mmdets(small_checkpoint):
     torch.testing.assert_close(rescale_boxes(boxes, sample), expected.bboxes)
 
 
+@pytest.mark.slow  # exports a model to ONNX
 def test_onnxruntime_backend_writes_what_pytorch_writes(small_checkpoint,
                                                         tmp_path):
     config, checkpoint = small_checkpoint

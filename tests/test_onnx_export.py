@@ -123,6 +123,7 @@ def _session(path):
         str(path), providers=['CPUExecutionProvider'])
 
 
+@pytest.mark.slow  # exports a full R50 model
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_onnxruntime_matches_pytorch(variant, exported):
     """The graph passes onnx.checker, holds the MSDA decomposition
@@ -144,6 +145,7 @@ def test_onnxruntime_matches_pytorch(variant, exported):
         _check_parity(session, model, inputs, sample)
 
 
+@pytest.mark.slow
 def test_dynamic_export_at_other_sizes(exported):
     """With ``dynamic=True`` height and width are free: two other input
     sizes match PyTorch too."""
@@ -159,6 +161,7 @@ def test_dynamic_export_at_other_sizes(exported):
     assert len(sizes) == 2 and (384, 512) not in sizes
 
 
+@pytest.mark.slow
 def test_static_export_takes_its_size_only(exported, tmp_path):
     """A static graph refuses other sizes; opsets below the exporter's
     floor are refused with the reason."""
