@@ -7,7 +7,9 @@ runner_type = 'ddetr_plugin.engine.DeformableDETRRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50),
+    # mmengine's LoggerHook; under tools/dist_test.sh one process writes
+    # the test metrics JSON (mmengine's has every rank write it)
+    logger=dict(type='SingleWriterLoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # saved after the epoch's validation, atomically, old files removed last
     checkpoint=dict(type='CrashSafeCheckpointHook', interval=1),

@@ -9,7 +9,9 @@ a hook, see :mod:`ddetr_plugin.registry`):
   classes;
 * :class:`SamplingPointsVisualizationHook` and
   :class:`FixedImagesVisualizationHook`: validation pictures for the
-  dashboards.
+  dashboards;
+* :class:`SingleWriterLoggerHook`: mmengine's ``LoggerHook`` with one
+  writer of the test metrics file under ``tools/dist_test.sh``.
 """
 from .checkpoint_hook import CrashSafeCheckpointHook
 from .dry_run_test_hook import DryRunError, DryRunTestHook
@@ -18,10 +20,11 @@ from .fixed_images_visualization_hook import FixedImagesVisualizationHook
 from .pretrained_classes_hook import PretrainedClassesHook
 from .sampling_points_visualization_hook import \
     SamplingPointsVisualizationHook
+from .single_writer_logger_hook import SingleWriterLoggerHook
 
 __all__ = [
     'CheckFiniteLossHook', 'CrashSafeCheckpointHook', 'DryRunError',
     'DryRunTestHook',
     'FixedImagesVisualizationHook', 'PretrainedClassesHook',
-    'SamplingPointsVisualizationHook'
+    'SamplingPointsVisualizationHook', 'SingleWriterLoggerHook'
 ]
