@@ -101,6 +101,24 @@ def test_warnings_say_what_training_does(corpus):
     assert all('(480, 640, 3)' in m for m in modes)  # always 3 channels
 
 
+def test_hybrid_matching_repeats_beyond_its_queries_are_reported(corpus):
+    """With hybrid matching, the check counts each image's objects times
+    ``k_one2many`` against ``num_queries_one2many`` (a warning: training
+    matches what fits)."""
+    root, _, _ = corpus
+    cfg = _config(root, 'many_boxes')
+    cfg.model.update(type='HybridDeformableDETR', num_queries_one2many=300,
+                     k_one2many=6)
+    (report, ) = check_config(cfg, ('train', ), decode=False)
+    (problem, ) = report.by_kind()['more_repeats_than_one2many_queries']
+    assert problem.message.startswith(
+        '500 objects x k_one2many=6 > num_queries_one2many=300')
+    assert problem.file == 'clean.jpg'
+    cfg.model.num_queries_one2many = 3000
+    (report, ) = check_config(cfg, ('train', ), decode=False)
+    assert 'more_repeats_than_one2many_queries' not in report.by_kind()
+
+
 def test_filter_empty_gt_is_reported(corpus):
     root, _, _ = corpus
     cfg = _config(root, 'no_boxes')

@@ -6,7 +6,7 @@ transformer) -> :mod:`.dense_heads` -> boxes, with the matching and box
 coding of :mod:`.task_modules`; :mod:`.detectors` composes them.
 """
 from .dense_heads import DeformableDETRHead
-from .detectors import DeformableDETR
+from .detectors import DeformableDETR, HybridDeformableDETR
 from .layers import (DeformableDETRTransformer,
                      DeformableDETRTransformerDecoder,
                      DeformableDETRTransformerEncoder,
@@ -19,5 +19,5 @@ __all__ = [
     'MultiScaleDeformableAttention', 'DeformableDETRTransformerEncoder',
     'DeformableDETRTransformerDecoder', 'DeformableDETRTransformer',
     'DeformableDETRHead', 'HungarianAssigner', 'NormalizedCXCYWHBBoxCoder',
-    'DeformableDETR'
+    'DeformableDETR', 'HybridDeformableDETR'
 ]

@@ -30,9 +30,14 @@ class ModelSpec:
             ``model.transformer.num_queries``; mmdet's:
             ``model.num_queries``).
         num_classes (int, optional): ``model.bbox_head.num_classes``.
+        num_queries_one2many (int, optional): the training-only one-to-many
+            queries of hybrid matching (``HybridDeformableDETR``).
+        k_one2many (int, optional): repeats of each box for them.
     """
     num_queries: Optional[int] = None
     num_classes: Optional[int] = None
+    num_queries_one2many: Optional[int] = None
+    k_one2many: Optional[int] = None
 
 
 def model_spec(cfg: Config) -> ModelSpec:
@@ -42,7 +47,11 @@ def model_spec(cfg: Config) -> ModelSpec:
     num_queries = (model.get('transformer') or {}).get(
         'num_queries', model.get('num_queries'))
     num_classes = (model.get('bbox_head') or {}).get('num_classes')
-    return ModelSpec(num_queries=num_queries, num_classes=num_classes)
+    return ModelSpec(
+        num_queries=num_queries,
+        num_classes=num_classes,
+        num_queries_one2many=model.get('num_queries_one2many'),
+        k_one2many=model.get('k_one2many'))
 
 
 def check_classes_fit(spec: DatasetSpec, model: ModelSpec,
@@ -60,7 +69,9 @@ def check_classes_fit(spec: DatasetSpec, model: ModelSpec,
 def check_images_fit(entries: Dict[object, ImageEntry], kept: Counter,
                      model: ModelSpec, report: SplitReport) -> None:
     """Every image has at most as many objects as the model has queries
-    (``more_objects_than_queries``).
+    (``more_objects_than_queries``) and, with hybrid matching, at most as
+    many repeated objects as one-to-many queries
+    (``more_repeats_than_one2many_queries``).
 
     Args:
         entries (dict): image id -> :class:`~.specs.ImageEntry`.
@@ -70,11 +81,18 @@ def check_images_fit(entries: Dict[object, ImageEntry], kept: Counter,
         report (SplitReport): receives the findings.
     """
     num_queries = model.num_queries
-    if num_queries is None:
-        return
+    one2many = model.num_queries_one2many
+    k_one2many = model.k_one2many or 1
     for image_id, entry in entries.items():
-        if kept[image_id] > num_queries:
+        if num_queries is not None and kept[image_id] > num_queries:
             report.add('more_objects_than_queries', f'{kept[image_id]} '
                        f'objects, num_queries={num_queries}: at most '
                        f'{num_queries} are matched, the rest count as missed',
+                       file=entry.file_name, image_id=image_id)
+        if one2many is not None and kept[image_id] * k_one2many > one2many:
+            report.add('more_repeats_than_one2many_queries',
+                       f'{kept[image_id]} objects x k_one2many={k_one2many} '
+                       f'> num_queries_one2many={one2many}: the one-to-many '
+                       f'queries match {one2many} of the repeats, the rest '
+                       'stay unmatched (training goes on)',
                        file=entry.file_name, image_id=image_id)

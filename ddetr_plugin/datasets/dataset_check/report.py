@@ -43,6 +43,8 @@ KINDS: Dict[str, tuple] = {
     'image_without_boxes': (WARNING, 'image without boxes'),
     'crowd_only_image': (WARNING, 'image with crowd boxes only'),
     'more_objects_than_queries': (WARNING, 'more objects than num_queries'),
+    'more_repeats_than_one2many_queries': (
+        WARNING, 'objects x k_one2many > num_queries_one2many'),
 }
 
 

@@ -1,3 +1,4 @@
 from .deformable_detr import DeformableDETR
+from .hybrid_deformable_detr import HybridDeformableDETR
 
-__all__ = ['DeformableDETR']
+__all__ = ['DeformableDETR', 'HybridDeformableDETR']

@@ -24,7 +24,8 @@ def _with_detector_args(cfg: dict, name: str, **detector_args) -> dict:
     duplicated = sorted(set(cfg) & set(detector_args))
     if duplicated:
         raise ValueError(f'{duplicated} of {name} are set by the detector '
-                         '(with_box_refine, as_two_stage), not in its config')
+                         '(from its own arguments, e.g. with_box_refine, '
+                         'as_two_stage), not in its config')
     return dict(cfg, **detector_args)
 
 

@@ -3,6 +3,7 @@ from .decoder import (DeformableDETRTransformerDecoder,
                       DeformableDETRTransformerDecoderLayer, refine_boxes)
 from .encoder import (DeformableDETRTransformerEncoder,
                       DeformableDETRTransformerEncoderLayer)
+from .hybrid_matching import hybrid_self_attn_mask, repeat_ground_truth
 from .layer_stack import DeformableDETRLayerStack
 from .msda_attention import MultiScaleDeformableAttention
 from .positional_encoding import SinePositionalEncoding, sine_embedding
@@ -15,5 +16,6 @@ __all__ = [
     'DeformableDETRTransformerEncoder',
     'DeformableDETRTransformerDecoderLayer',
     'DeformableDETRTransformerDecoder', 'refine_boxes',
-    'DeformableDETRTransformer'
+    'DeformableDETRTransformer', 'hybrid_self_attn_mask',
+    'repeat_ground_truth'
 ]

@@ -68,9 +68,15 @@ class DeformableDETRTransformerDecoderLayer(BaseModule):
         self.ffn = FFN(**ffn_cfg)
         self.ffn_norm = nn.LayerNorm(self.embed_dims)
 
-    def forward(self, query: Tensor, query_pos: Tensor, value: Tensor,
-                key_padding_mask: Tensor, reference_points: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+    def forward(self,
+                query: Tensor,
+                query_pos: Tensor,
+                value: Tensor,
+                key_padding_mask: Tensor,
+                reference_points: Tensor,
+                spatial_shapes: Tensor,
+                level_start_index: Tensor,
+                self_attn_mask: Optional[Tensor] = None) -> Tensor:
         """Update the object queries.
 
         Args:
@@ -82,6 +88,10 @@ class DeformableDETRTransformerDecoderLayer(BaseModule):
                 points ``(x, y)`` or boxes ``(cx, cy, w, h)`` per level.
             spatial_shapes (Tensor): (num_levels, 2) int64 ``(H, W)``.
             level_start_index (Tensor): (num_levels,) int64.
+            self_attn_mask (Tensor, optional): (Q, Q) bool, True where query
+                ``i`` must not attend to query ``j`` (hybrid matching's
+                separate query groups); None lets every query see every
+                other.
 
         Returns:
             Tensor: (B, Q, C).
@@ -91,7 +101,8 @@ class DeformableDETRTransformerDecoderLayer(BaseModule):
             key=query,
             value=query,
             query_pos=query_pos,
-            key_pos=query_pos)
+            key_pos=query_pos,
+            attn_mask=self_attn_mask)
         query = self.self_attn_norm(query)
         query = self.cross_attn(
             query=query,
@@ -130,7 +141,8 @@ class DeformableDETRTransformerDecoder(DeformableDETRLayerStack):
                 spatial_shapes: Tensor,
                 level_start_index: Tensor,
                 valid_ratios: Tensor,
-                reg_branches: Optional[Sequence[nn.Module]] = None
+                reg_branches: Optional[Sequence[nn.Module]] = None,
+                self_attn_mask: Optional[Tensor] = None
                 ) -> Tuple[Tensor, List[Tensor]]:
         """Decode the queries; refine their references with ``reg_branches``.
 
@@ -152,6 +164,9 @@ class DeformableDETRTransformerDecoder(DeformableDETRLayerStack):
             valid_ratios (Tensor): (B, num_levels, 2) float32 ``(w, h)``.
             reg_branches (Sequence[nn.Module], optional): at least
                 ``num_layers`` modules mapping (B, Q, C) to (B, Q, 4) deltas.
+            self_attn_mask (Tensor, optional): (Q, Q) bool, True where a
+                query must not attend to another, for every layer; see
+                :meth:`DeformableDETRTransformerDecoderLayer.forward`.
 
         Returns:
             tuple: ``hidden_states`` (num_layers, B, Q, C) and
@@ -172,7 +187,8 @@ class DeformableDETRTransformerDecoder(DeformableDETRLayerStack):
                 reference_points=reference_points[:, :, None] *
                 level_ratios[:, None],
                 spatial_shapes=spatial_shapes,
-                level_start_index=level_start_index)
+                level_start_index=level_start_index,
+                self_attn_mask=self_attn_mask)
             if reg_branches is not None:
                 reference_points = refine_boxes(
                     reg_branches[layer_id](query), reference_points).detach()

@@ -7,12 +7,14 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.layers import inverse_sigmoid
+from mmengine.logging import print_log
 from mmengine.model import BaseModule, xavier_init
 from torch import Tensor, nn
 
 from ddetr_plugin import ops
 from ddetr_plugin.registry import MODELS
 from .counter_dropout import use_counter_dropout
+from .hybrid_matching import hybrid_self_attn_mask
 from .msda_attention import MultiScaleDeformableAttention
 from .positional_encoding import sine_embedding
 
@@ -33,6 +35,20 @@ def valid_sizes(mask: Tensor) -> Tensor:
     return torch.stack([valid_W, valid_H], -1)
 
 
+def _drop_one2many_weights(module: nn.Module, state_dict: dict, prefix: str,
+                           *args) -> None:
+    """``load_state_dict`` pre-hook of the transformer: a hybrid-trained
+    checkpoint loads into a model without one-to-many queries; their
+    training-only embedding is dropped, with a log line."""
+    key = prefix + 'query_embedding_one2many.weight'
+    if key in state_dict and not hasattr(module, 'query_embedding_one2many'):
+        del state_dict[key]
+        print_log(
+            f'{key} (training-only one-to-many queries of hybrid matching) '
+            'dropped: this model has none',
+            logger='current')
+
+
 @MODELS.register_module()
 class DeformableDETRTransformer(BaseModule):
     """Encoder, query generation and decoder of Deformable DETR.
@@ -51,6 +67,13 @@ class DeformableDETRTransformer(BaseModule):
       and their sine embeddings (``pos_trans_fc``/``pos_trans_norm``) the
       queries.
 
+    With ``num_queries_one2many`` (hybrid matching, arXiv 2207.13080), the
+    decoder also gets, in training mode only, that many one-to-many queries
+    after the ``num_queries`` one-to-one ones (their own learned
+    ``query_embedding_one2many``; two-stage: the next-best proposals),
+    masked from them in self-attention. In eval mode they are not built:
+    the outputs are exactly those of the model without them.
+
     Args:
         encoder (dict): config of ``DeformableDETRTransformerEncoder``.
         decoder (dict): config of ``DeformableDETRTransformerDecoder``.
@@ -59,6 +82,9 @@ class DeformableDETRTransformer(BaseModule):
         num_queries (int): object queries. Default 300.
         num_feature_levels (int): feature levels; must equal the
             ``num_levels`` of the attention modules. Default 4.
+        num_queries_one2many (int): training-only one-to-many queries of
+            hybrid matching; 0 (default) for none. Normally set by
+            ``HybridDeformableDETR``.
         as_two_stage (bool): two-stage Deformable DETR. Normally set by the
             detector.
         counter_dropout (bool): every dropout layer of the encoder and
@@ -82,11 +108,16 @@ class DeformableDETRTransformer(BaseModule):
                  positional_encoding: dict,
                  num_queries: int = 300,
                  num_feature_levels: int = 4,
+                 num_queries_one2many: int = 0,
                  as_two_stage: bool = False,
                  counter_dropout: bool = False,
                  init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if num_queries_one2many < 0:
+            raise ValueError('num_queries_one2many must be >= 0, got '
+                             f'{num_queries_one2many}')
         self.num_queries = num_queries
+        self.num_queries_one2many = num_queries_one2many
         self.num_feature_levels = num_feature_levels
         self.as_two_stage = as_two_stage
         self.positional_encoding = MODELS.build(positional_encoding)
@@ -110,7 +141,11 @@ class DeformableDETRTransformer(BaseModule):
             # positional and content query, hence 2 * embed_dims
             self.query_embedding = nn.Embedding(num_queries,
                                                 self.embed_dims * 2)
+            if num_queries_one2many:
+                self.query_embedding_one2many = nn.Embedding(
+                    num_queries_one2many, self.embed_dims * 2)
             self.reference_points_fc = nn.Linear(self.embed_dims, 2)
+        self.register_load_state_dict_pre_hook(_drop_one2many_weights)
 
     def _check_dims(self) -> None:
         if 2 * self.positional_encoding.num_feats != self.embed_dims:
@@ -165,7 +200,9 @@ class DeformableDETRTransformer(BaseModule):
                 required with ``as_two_stage``.
 
         Returns:
-            dict: ``hidden_states`` (num_decoder_layers, B, Q, C);
+            dict: ``hidden_states`` (num_decoder_layers, B, Q, C), the
+            one-to-one queries first (``Q = num_queries``, plus
+            ``num_queries_one2many`` in training mode);
             ``references``, list of ``num_decoder_layers + 1`` normalised
             (B, Q, 2 or 4) references (see the decoder);
             ``enc_outputs_class`` (B, S, num_classes) logits and
@@ -202,6 +239,12 @@ class DeformableDETRTransformer(BaseModule):
             query, query_pos, reference_points = self.learned_queries(
                 memory.size(0))
 
+        num_queries = query.shape[1]
+        num_queries_one2one = min(self.num_queries, num_queries)
+        self_attn_mask = None
+        if num_queries > num_queries_one2one:  # hybrid matching, training
+            self_attn_mask = hybrid_self_attn_mask(num_queries_one2one,
+                                                   num_queries, query.device)
         hidden_states, references = self.decoder(
             query=query,
             query_pos=query_pos,
@@ -211,7 +254,8 @@ class DeformableDETRTransformer(BaseModule):
             spatial_shapes=spatial_shapes,
             level_start_index=level_start_index,
             valid_ratios=valid_ratios,
-            reg_branches=reg_branches)
+            reg_branches=reg_branches,
+            self_attn_mask=self_attn_mask)
         return dict(
             hidden_states=hidden_states,
             references=references,
@@ -276,10 +320,16 @@ class DeformableDETRTransformer(BaseModule):
 
         Returns:
             tuple: ``query`` and ``query_pos`` (B, Q, C) and
-            ``reference_points`` (B, Q, 2) normalised ``(cx, cy)``.
+            ``reference_points`` (B, Q, 2) normalised ``(cx, cy)``;
+            ``Q = num_queries``, plus ``num_queries_one2many`` after them
+            in training mode.
         """
-        query_pos, query = torch.split(
-            self.query_embedding.weight, self.embed_dims, dim=1)
+        weight = self.query_embedding.weight
+        if self.training and self.num_queries_one2many:
+            # (num_queries + num_queries_one2many, 2C)
+            weight = torch.cat(
+                [weight, self.query_embedding_one2many.weight])
+        query_pos, query = torch.split(weight, self.embed_dims, dim=1)
         query_pos = query_pos.unsqueeze(0).expand(batch_size, -1, -1)
         query = query.unsqueeze(0).expand(batch_size, -1, -1)
         reference_points = self.reference_points_fc(query_pos).sigmoid()
@@ -335,12 +385,14 @@ class DeformableDETRTransformer(BaseModule):
     def num_proposals(self, num_tokens) -> int:
         """How many proposals two-stage selects from ``num_tokens``.
 
-        ``num_queries``; or ``num_tokens`` when the batch's feature maps
-        hold fewer tokens (e.g. a 64x64 image with strides 8-64 gives 85),
-        where ``torch.topk`` would fail mid-training: the decoder then
-        runs on fewer queries, the matching and the losses take them as
-        they are, and a warning names the sizes. A symbolic
-        ``num_tokens`` (ONNX export, ``torch.compile``) is not compared.
+        ``num_queries`` (plus ``num_queries_one2many`` in training mode);
+        or ``num_tokens`` when the batch's feature maps hold fewer tokens
+        (e.g. a 64x64 image with strides 8-64 gives 85), where
+        ``torch.topk`` would fail mid-training: the decoder then runs on
+        fewer queries (the one-to-many group loses them first), the
+        matching and the losses take them as they are, and a warning names
+        the sizes. A symbolic ``num_tokens`` (ONNX export,
+        ``torch.compile``) is not compared.
 
         Args:
             num_tokens (int | torch.SymInt): S, tokens per image (padded).
@@ -348,14 +400,17 @@ class DeformableDETRTransformer(BaseModule):
         Returns:
             int | torch.SymInt: the number of proposals.
         """
-        if isinstance(num_tokens, int) and num_tokens < self.num_queries:
+        wanted, queries = self.num_queries, f'num_queries={self.num_queries}'
+        if self.training and self.num_queries_one2many:
+            wanted += self.num_queries_one2many
+            queries += f' + num_queries_one2many={self.num_queries_one2many}'
+        if isinstance(num_tokens, int) and num_tokens < wanted:
             warnings.warn(
                 f'two-stage: the batch\'s feature maps have {num_tokens} '
-                f'tokens, fewer than num_queries={self.num_queries}: '
-                f'{num_tokens} proposals are used for this batch; use '
-                'larger images or fewer queries')
+                f'tokens, fewer than {queries}: {num_tokens} proposals are '
+                'used for this batch; use larger images or fewer queries')
             return num_tokens
-        return self.num_queries
+        return wanted
 
     def gen_encoder_output_proposals(
             self, memory: Tensor, memory_mask: Tensor,
