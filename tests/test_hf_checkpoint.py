@@ -15,7 +15,8 @@ from transformers.models.deformable_detr.image_processing_pil_deformable_detr \
 from helpers.ddetr_model_utils import (VARIANTS, build_our_model,
                                        load_our_config, perturb_)
 from helpers.paths import shared_data_dir
-from ddetr_plugin.converters.hf_checkpoint import hf_to_ddetr
+from ddetr_plugin.converters.hf_checkpoint import (convert_hf_checkpoint,
+                                                   hf_to_ddetr)
 
 D_MODEL, FFN, QUERIES, ENC_LAYERS, DEC_LAYERS, LABELS = 64, 128, 30, 2, 3, 91
 # (refine, two_stage) of each of our VARIANTS
@@ -112,13 +113,22 @@ def hf_every_layer(model, pixel_values, pixel_mask):
     return outputs, torch.stack(logits), torch.stack(boxes)
 
 
+def _converted_from_folder(hf, folder, **save_args):
+    """``hf`` saved by the pinned transformers' ``save_pretrained`` (which
+    stores tied weights once), then converted from that folder."""
+    hf.save_pretrained(folder, **save_args)
+    return convert_hf_checkpoint(str(folder))['state_dict']
+
+
 @pytest.mark.parametrize('name', VARIANTS)
-def test_every_layer_and_detections_match_hf(batch, name):
+def test_every_layer_and_detections_match_hf(batch, name, tmp_path):
+    """Through a ``save_pretrained`` folder (transformers 5 ties the class
+    heads of the refinement variant without two-stage: the file holds
+    ``class_embed.0`` only)."""
     inputs, samples, pixel_mask = batch
     hf = hf_model(*HF_VARIANTS[name])
     ours = our_model(name)
-    ours.load_state_dict(
-        hf_to_ddetr(hf.state_dict(), HF_VARIANTS[name][0]), strict=True)
+    ours.load_state_dict(_converted_from_folder(hf, tmp_path), strict=True)
     with torch.no_grad():
         outputs, hf_logits, hf_boxes = hf_every_layer(hf, inputs, pixel_mask)
         our_logits, our_boxes = ours._forward(inputs, samples)
@@ -147,3 +157,30 @@ def test_every_layer_and_detections_match_hf(batch, name):
             0, height)
         torch.testing.assert_close(pred.bboxes, hf_boxes_clipped,
                                    atol=1e-4 * max(height, width), rtol=0)
+
+
+def test_every_file_form_converts_to_the_same_weights(tmp_path):
+    """The refinement variant (class heads tied by transformers 5) as one
+    safetensors file, as shards with an index, and as a
+    ``pytorch_model.bin`` with one class head per layer (transformers 4's
+    files, the released checkpoints): the same converted weights."""
+    hf = hf_model(*HF_VARIANTS[VARIANTS[1]])
+    assert hf.class_embed[0].weight is hf.class_embed[-1].weight
+    single = _converted_from_folder(hf, tmp_path / 'single')
+    sharded = _converted_from_folder(hf, tmp_path / 'sharded',
+                                     max_shard_size='1MB')
+    assert len(list((tmp_path / 'sharded').glob('*.safetensors'))) > 1
+    bin_folder = tmp_path / 'bin'
+    bin_folder.mkdir()
+    torch.save(hf.state_dict(), bin_folder / 'pytorch_model.bin')
+    (bin_folder / 'config.json').write_text(
+        (tmp_path / 'single' / 'config.json').read_text())
+    every_head = convert_hf_checkpoint(str(bin_folder))['state_dict']
+    direct = hf_to_ddetr(hf.state_dict(), True)
+    for converted in (sharded, every_head, direct):
+        assert converted.keys() == single.keys()
+        for key, value in single.items():
+            assert torch.equal(converted[key], value), key
+    for layer in range(DEC_LAYERS):
+        assert torch.equal(single[f'bbox_head.cls_branches.{layer}.weight'],
+                           hf.class_embed[0].weight.detach())

@@ -44,7 +44,10 @@ Hugging Face -> ddetr_plugin:
 
 ``save_pretrained`` stores tied weights once: a shared head (no box
 refinement) under layer 0 only, repeated here under every layer; the
-refined head under ``model.decoder.*`` only.
+refined head under ``model.decoder.*`` only; transformers 5's tied class
+heads of the refinement variant without two-stage under ``class_embed.0``
+only, repeated here under every layer with a log line. Sharded folders
+(``*.index.json``) are read shard by shard.
 
 Classes: the released models have ``num_labels=91`` (output ``c`` is COCO
 category id ``c``, ``id2label`` ``'N/A'`` at unused ids), kept as they are;
@@ -58,6 +61,7 @@ import re
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor
 
 from .coco_classes import coco_classes_for
@@ -134,6 +138,29 @@ def _merge_qkv(state_dict: Mapping[str, Tensor]
     return merged, missing
 
 
+def _expand_tied_class_heads(converted: Dict[str, Tensor],
+                             num_decoder_layers: int) -> None:
+    """transformers 5 ties every ``class_embed.N`` to ``class_embed.0`` in
+    the box-refinement variant without two-stage (its
+    ``_tied_weights_keys``), so ``save_pretrained`` stores layer 0's class
+    head only, while the box heads stay one per layer. Repeat it under
+    every decoder layer (our head has one class branch per layer there),
+    with a log line; a file with every layer's class head (transformers
+    4, the original repository) is left as it is."""
+    heads = [k for k in converted if k.startswith('bbox_head.cls_branches.')]
+    if not heads or any(not k.startswith('bbox_head.cls_branches.0.')
+                        for k in heads):
+        return
+    for key in heads:
+        for i in range(1, num_decoder_layers):
+            converted[key.replace('.0.', f'.{i}.', 1)] = converted[key]
+    print_log(
+        'Hugging Face checkpoint with one class head (class_embed.0) for '
+        f'{num_decoder_layers} decoder layers (transformers 5 ties them in '
+        'with_box_refine without two_stage): repeated under every layer',
+        logger='current')
+
+
 def hf_to_ddetr(state_dict: Mapping[str, Tensor],
             with_box_refine: Optional[bool] = None) -> Dict[str, Tensor]:
     """Convert a Hugging Face ``DeformableDetrForObjectDetection``
@@ -171,18 +198,34 @@ def hf_to_ddetr(state_dict: Mapping[str, Tensor],
     others, other_unknown = rename(rest, _RULES)
     converted.update(necks)
     converted.update(others)
+    num_decoder_layers = len({
+        k.split('.')[3] for k in converted
+        if k.startswith('transformer.decoder.layers.')
+    })
+    two_stage = 'transformer.memory_trans_fc.weight' in converted
     if not with_box_refine:
-        num_decoder_layers = len({
-            k.split('.')[3] for k in converted
-            if k.startswith('transformer.decoder.layers.')
-        })
-        two_stage = 'transformer.memory_trans_fc.weight' in converted
         expand_shared_branches(converted,
                                num_decoder_layers + int(two_stage))
+    elif not two_stage:
+        _expand_tied_class_heads(converted, num_decoder_layers)
     check_converted('Hugging Face', converted,
                     unknown + neck_unknown + other_unknown,
                     missing + qkv_missing)
     return converted
+
+
+# the weights files of a save_pretrained folder, in the order looked for
+_WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json',
+                 'pytorch_model.bin', 'pytorch_model.bin.index.json')
+
+
+def _load_weights_file(path: str) -> Dict[str, Tensor]:
+    """One ``.safetensors`` file, or a ``.bin`` file read with
+    ``torch.load(weights_only=True)``."""
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        return load_file(path)
+    return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def load_hf_checkpoint(src: str) -> Tuple[Dict[str, Tensor], dict]:
@@ -190,10 +233,12 @@ def load_hf_checkpoint(src: str) -> Tuple[Dict[str, Tensor], dict]:
 
     Args:
         src (str): a ``.safetensors`` file, a ``.bin`` file (read with
-            ``torch.load(weights_only=True)``), or a folder holding
-            ``config.json`` and ``model.safetensors`` or
-            ``pytorch_model.bin``. A file's folder is searched for
-            ``config.json`` too.
+            ``torch.load(weights_only=True)``), a sharded checkpoint's
+            ``*.index.json``, or a ``save_pretrained`` folder holding
+            ``config.json`` and one of those (``model.safetensors``,
+            ``model.safetensors.index.json`` with its shards,
+            ``pytorch_model.bin``, ``pytorch_model.bin.index.json``). A
+            file's folder is searched for ``config.json`` and shards too.
 
     Returns:
         tuple: ``(state_dict, config)``; ``config`` is ``{}`` without
@@ -203,21 +248,23 @@ def load_hf_checkpoint(src: str) -> Tuple[Dict[str, Tensor], dict]:
         FileNotFoundError: ``src`` does not exist, or a folder holds no
             weights file.
     """
-    from safetensors.torch import load_file
     folder = src if osp.isdir(src) else osp.dirname(src)
     if osp.isdir(src):
-        names = [n for n in ('model.safetensors', 'pytorch_model.bin')
-                 if osp.isfile(osp.join(src, n))]
+        names = [n for n in _WEIGHT_FILES if osp.isfile(osp.join(src, n))]
         if not names:
             raise FileNotFoundError(
-                f'{src}: no model.safetensors or pytorch_model.bin')
+                f'{src}: none of {", ".join(_WEIGHT_FILES)}')
         src = osp.join(src, names[0])
     if not osp.isfile(src):
         raise FileNotFoundError(f'{src}: no such file')
-    if src.endswith('.safetensors'):
-        state_dict = load_file(src)
+    if src.endswith('.index.json'):
+        with open(src) as f:
+            shards = sorted(set(json.load(f)['weight_map'].values()))
+        state_dict = {}
+        for shard in shards:
+            state_dict.update(_load_weights_file(osp.join(folder, shard)))
     else:
-        state_dict = torch.load(src, map_location='cpu', weights_only=True)
+        state_dict = _load_weights_file(src)
     config_file = osp.join(folder, 'config.json')
     config = {}
     if osp.isfile(config_file):
