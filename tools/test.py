@@ -11,8 +11,12 @@ from pathlib import Path
 import mmdet
 
 import ddetr_plugin  # noqa: F401
+from ddetr_plugin.engine.distributed import destroy_process_group
 
 if __name__ == '__main__':
-    runpy.run_path(
-        str(Path(mmdet.__file__).parent / '.mim' / 'tools' / 'test.py'),
-        run_name='__main__')
+    try:
+        runpy.run_path(
+            str(Path(mmdet.__file__).parent / '.mim' / 'tools' / 'test.py'),
+            run_name='__main__')
+    finally:  # tools/dist_test.sh: every rank leaves the group cleanly
+        destroy_process_group()

@@ -32,6 +32,7 @@ import ddetr_plugin  # noqa: F401
 from ddetr_plugin.datasets.dataset_check import (DatasetCheckError,
                                                  check_before_training,
                                                  format_reports)
+from ddetr_plugin.engine.distributed import destroy_process_group
 
 MMDET_TRAIN = str(Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py')
 SKIP_DATA_CHECK = '--skip-data-check'
@@ -80,7 +81,10 @@ def main() -> None:
             print(format_reports(check_before_training(cfg)))
         except DatasetCheckError as error:
             sys.exit(str(error))
-    runpy.run_path(MMDET_TRAIN, run_name='__main__')
+    try:
+        runpy.run_path(MMDET_TRAIN, run_name='__main__')
+    finally:  # tools/dist_train.sh: every rank leaves the group cleanly
+        destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -6,9 +6,11 @@ which fails on a CPU build of torch, and its configs hard-code ``nccl``.
 :func:`default_backend` picks the backend for the machine and
 :func:`init_process_group` uses mmengine's ``init_dist`` wherever CUDA is
 available and creates the group directly from torchrun's environment on
-machines without it.
+machines without it; :func:`destroy_process_group` tears it down before a
+tool's process exits.
 """
 import datetime
+import gc
 from typing import Optional
 
 import torch
@@ -63,3 +65,20 @@ def init_process_group(launcher: str,
     if kwargs.get('timeout') is not None:
         kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
     torch_dist.init_process_group(backend=backend, **kwargs)
+
+
+def destroy_process_group() -> None:
+    """Tear down the default process group, if there is one.
+
+    The tools call it before the process exits: a gloo group, or work of it
+    still held by a DDP model, left to the interpreter's shutdown can abort
+    a process whose work is done (``terminate called without an active
+    exception``), failing the whole ``torchrun`` job after the last
+    checkpoint was written (seen on 2 of about 10 two-process runs).
+    mmengine's Runner never destroys the group it creates, and the runner
+    (with its DDP model) sits in reference cycles: they are collected
+    first, while the interpreter is alive.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        gc.collect()
+        torch_dist.destroy_process_group()
