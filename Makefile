@@ -51,12 +51,18 @@ $(MOBILENETV2): $(WHEEL_DEEPSORT) | $(VENV)/.built
 
 weights: $(MOBILENETV2)
 
+# pytest-xdist workers: most slow tests run single-threaded tools in
+# subprocesses, so 2 workers use both cores of a 2-core machine; tests that
+# share an expensive fixture stay on one worker (xdist_group marks)
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+
 test: install
 	PYTHON=$(PY) bash tools/check_cuda_compile.sh
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 data/bccd/annotations/test.json: | $(VENV)/.built
 	$(PY) tools/dataset_converters/voc_to_coco.py $(BCCD_SRC) data/bccd

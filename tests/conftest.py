@@ -2,8 +2,21 @@
 (``from helpers.paths import REPO_ROOT``), importable because pytest puts
 ``tests/`` on ``sys.path`` for the test modules (rootdir ``conftest.py``,
 ``prepend`` import mode)."""
+import os
+
 import pytest
+import torch
 from mmengine.registry import DefaultScope
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n 2``), each worker takes
+    its share of the cores for torch's own threads, so that the workers do
+    not oversubscribe the machine (the tools the tests start set their own
+    thread count, see ``helpers.tiny_training.tool_env``)."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture

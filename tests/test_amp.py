@@ -1,6 +1,6 @@
 """Mixed precision on CPU: the MSDA op under autocast, our
 ``CPUAmpOptimWrapper`` (mmengine's ``AmpOptimWrapper`` refuses CPU), and
-``tools/train.py --amp`` training 30 BCCD iterations in bfloat16: autocast
+``tools/train.py --amp`` training 10 BCCD iterations in bfloat16: autocast
 active in every Linear (``helpers.autocast_probe.AutocastProbeHook``),
 losses finite and close to a float32 run on the same batches."""
 import json
@@ -148,19 +148,23 @@ LOSS_TERMS = ('loss', 'loss_cls', 'loss_bbox', 'loss_iou')
 # term off by 10% or a gradient left scaled.
 COMPARED_ITERATIONS = 10
 RELATIVE_TOLERANCE = 5e-2
+# bfloat16 is slow where the CPU has no native support (0.04x on AVX2):
+# the runs train exactly the compared iterations
+ITERATIONS = COMPARED_ITERATIONS
 
 
 def _train(tmp_path, name, *args):
-    """30 iterations of the tiny BCCD model (1 image per batch, dropout and
-    flips on: the same batches and masks in every run, seeded) by
-    ``tools/train.py``, on the CPU even where CUDA is available. Returns
+    """``ITERATIONS`` iterations of the tiny BCCD model (1 image per batch,
+    dropout and flips on: the same batches and masks in every run, seeded)
+    by ``tools/train.py``, on the CPU even where CUDA is available. Returns
     (tool output, scalar records with losses, probe records)."""
     folder = tmp_path / name
     folder.mkdir()
-    ann_file = bccd_annotations(folder, 30)
+    ann_file = bccd_annotations(folder, ITERATIONS)
     probe = folder / 'probe.jsonl'
     config = write_tiny_config(folder / f'{name}.py', ann_file, batch_size=1,
-                               train_images=30, max_epochs=1, val_begin=2,
+                               train_images=ITERATIONS, max_epochs=1,
+                               val_begin=2,
                                dropout=0.1, flip=0.25,
                                extra=PROBE.format(out_file=str(probe)))
     work_dir = folder / 'work'
@@ -172,7 +176,7 @@ def _train(tmp_path, name, *args):
 
 
 @pytest.mark.slow
-def test_train_30_iterations_with_amp_on_cpu(tmp_path):
+def test_train_with_amp_on_cpu(tmp_path):
     """``--amp`` builds our wrapper; every Linear of every iteration runs
     under CPU autocast with bfloat16 outputs (float32 run: neither); losses
     and gradient norms are finite; every loss term of the first
@@ -184,8 +188,9 @@ def test_train_30_iterations_with_amp_on_cpu(tmp_path):
     assert "type='CPUAmpOptimWrapper'" in amp_log
     assert "type='CPUAmpOptimWrapper'" not in fp32_log
     for records, probes in ((amp, amp_probe), (fp32, fp32_probe)):
-        assert [r['iter'] for r in records] == list(range(1, 31))
-        assert [p['iter'] for p in probes] == list(range(1, 31))
+        assert [r['iter'] for r in records] == list(
+            range(1, ITERATIONS + 1))
+        assert [p['iter'] for p in probes] == list(range(1, ITERATIONS + 1))
         assert all(p['calls'] > 0 for p in probes)
     assert all(p['autocast'] == [True] and p['dtypes'] == ['torch.bfloat16']
                for p in amp_probe), amp_probe

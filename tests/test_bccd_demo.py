@@ -14,7 +14,9 @@ import pytest
 from helpers.paths import (BCCD_CLASSES, REPO_ROOT, missing_in_ci_fails,
                           shared_data_dir)
 
-pytestmark = pytest.mark.slow  # every test uses the `trained` fixture
+# every test uses the `trained` fixture: slow, and on one pytest-xdist
+# worker, which trains once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('bccd_demo')]
 
 CONFIG = (REPO_ROOT / 'configs' / 'deformable_detr' /
           'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')

@@ -7,6 +7,9 @@ from mmengine.model import bias_init_with_prob
 from helpers.ddetr_model_utils import build_our_model, load_our_config
 from ddetr_plugin.registry import MODELS
 
+# our names resolve in our scope whatever scope an earlier test left current
+pytestmark = pytest.mark.usefixtures('plugin_scope')
+
 
 def _head(**kwargs):
     head = MODELS.build(

@@ -4,6 +4,9 @@ import torch
 
 from ddetr_plugin.registry import MODELS
 
+# our names resolve in our scope whatever scope an earlier test left current
+pytestmark = pytest.mark.usefixtures('plugin_scope')
+
 IN_CHANNELS = [512, 1024, 2048]
 
 

@@ -55,15 +55,18 @@ EVALUATOR = ['test_evaluator.iou_thrs=[0.1,0.2,0.3]',
              'test_evaluator.metric_items=[mAP,AR@100]']
 TIMEOUT = 300  # seconds for any one run
 
-# SGD learning rate of the parity runs: the 2 updates move ~80% of the
+# SGD learning rate of the parity runs: the 2 updates move 56-58% of the
 # trained tensors by > 10x their tolerance below (the randomly initialised
 # backbone's by up to ~1e2, the transformer's and head's by ~1e-4 to 3e-2);
-# the runs agree to float32 rounding (measured: 0.2x the tolerance)
+# the runs agree to float32 rounding, which depends on the CPU's kernels:
+# measured 0.38x the tolerance on an AVX2-only AMD EPYC (a backbone
+# BatchNorm bias 4.4e-5 apart, its gradient summed over 4 images in one
+# process or 2 + 2 in two), 0.02x on an AVX-512 Intel Xeon
 SGD_LR = 0.02
 # |w(2 processes) - w(1 process)| <= WEIGHT_ATOL + WEIGHT_RTOL x |w|
-WEIGHT_ATOL, WEIGHT_RTOL = 1e-5, 1e-6
+WEIGHT_ATOL, WEIGHT_RTOL = 1e-4, 1e-6
 # the least share of trained tensors that moved by > 10x their tolerance
-MIN_SENSITIVE = 0.6
+MIN_SENSITIVE = 0.5
 # momentum buffers (= 0.9 g1 + g2): relative to the buffer's largest entry
 # (measured: up to 1e-4, where a buffer's entries are all small)
 BUFFER_RTOL = 1e-3
@@ -130,7 +133,11 @@ def test_kill_tree_leaves_no_process(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         pid = int(pid_file.read_text())
-        assert alive(pid) and os.getpgid(pid) != proc.pid
+        # the child runs setsid() after bash wrote its pid: wait for it
+        while os.getpgid(pid) == proc.pid:
+            assert time.monotonic() < deadline, 'setsid never ran'
+            time.sleep(0.05)
+        assert alive(pid)
     finally:
         kill_tree(proc)
     assert proc.returncode == -signal.SIGKILL and not alive(pid)
@@ -313,6 +320,7 @@ def _probe(work_dir: Path, rank: int = 0) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('sgd_runs')  # one worker trains them once
 @pytest.mark.parametrize('setting', list(SETTINGS))
 def test_two_processes_take_the_same_steps_as_one(sgd_runs, setting):
     """2 processes x batch 2 == 1 process x batch 4, 2 SGD iterations
@@ -322,17 +330,18 @@ def test_two_processes_take_the_same_steps_as_one(sgd_runs, setting):
     would be off by about their whole update (> 10x the tolerance in most
     tensors); with momentum the momentum buffers (the gradients,
     accumulated) would be off by 100% (tolerance 1e-3 relative).
-    Measured with deliberate breaks (the correct code: 0.2x the weight
-    tolerance, buffers 4e-5 relative):
+    Measured with deliberate breaks (the correct code: 0.02-0.38x the
+    weight tolerance, see ``SGD_LR``; buffers 4e-5 relative; the multiples
+    below are of the weight tolerance at its 1e-4):
 
     * DDP summing the gradients instead of averaging them: weights off by
-      up to 198 (sgd-two-stage) and 704 (momentum-plain), ~1e6x the
+      up to 198 (sgd-two-stage) and 704 (momentum-plain), ~1e5x the
       tolerance, in 91% of the tensors; buffers off by 100% (median);
     * ``reduce_mean`` of the classification normaliser summing instead of
       averaging (the classification gradients halved): weights off by up
-      to 99 and 352, ~5e5x; buffers off by 50% (median);
+      to 99 and 352, ~5e4x; buffers off by 50% (median);
     * no ``sync_cls_avg_factor`` (each rank normalises by its own boxes):
-      weights off by up to 4.4 and 24, 2e5x and 8e5x, in 70% of the
+      weights off by up to 4.4 and 24, 2e4x and 8e4x, in 70% of the
       tensors; buffers off by 2.5% (median).
     """
     one_dir = sgd_runs(setting, '1x4')
@@ -351,6 +360,7 @@ def test_two_processes_take_the_same_steps_as_one(sgd_runs, setting):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('sgd_runs')
 def test_two_nodes_take_the_same_steps_as_one(sgd_runs):
     """``NNODES=2`` ``tools/dist_train.sh`` on ``NODE_RANK`` 0 and 1 (one
     process each, batch 2, started together on this machine) == 1 process
@@ -481,6 +491,7 @@ def _same_random_state(actual: dict, expected: dict) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('resume_runs')  # one worker trains them once
 @pytest.mark.parametrize('workers', [0], ids=['no-workers'])
 def test_kill_9_two_processes_then_resume_repeats_the_run(resumed, workers):
     """2 processes, killed with SIGKILL (torchrun and both workers) in
@@ -545,6 +556,7 @@ def _test_metrics(work_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('resume_runs')
 def test_dist_test_gives_the_metrics_of_one_process(data, uninterrupted):
     """2 test processes (5 images) == 1: the same predictions, each image
     once, the same metrics; on the 6-iteration AdamW checkpoint of the

@@ -6,6 +6,9 @@ from mmengine.structures import InstanceData
 
 from ddetr_plugin.registry import TASK_UTILS
 
+# our names resolve in our scope whatever scope an earlier test left current
+pytestmark = pytest.mark.usefixtures('plugin_scope')
+
 IMG_META = dict(img_shape=(100, 200))
 DEFORMABLE_DETR_COSTS = [
     dict(type='FocalLossCost', weight=2.0),

@@ -82,7 +82,7 @@ def test_mmdet_checkpoint_loads_as_it_is(tmp_path):
     assert_loaded(ours, mmdet_to_ddetr(mmdet_state))
 
 
-def test_neck_without_bias_and_unknown_layout_are_explained():
+def test_neck_without_bias_and_unknown_layout_are_explained(plugin_scope):
     name = VARIANTS[0]
     hf_state = hf_model(*HF_VARIANTS[name]).state_dict()
     ours = our_model(name)

@@ -25,6 +25,9 @@ EXPORT_SCALE = (512, 384)  # (w, h): BCCD's 640x480 at 0.8, no padding
 OTHER_SCALES = [(448, 336), (576, 432)]
 IMAGES = ['BloodImage_00000.jpg', 'BloodImage_00007.jpg']
 DYNAMIC_VARIANT = VARIANTS[2]  # two-stage + refine
+# the exports are cached per module (``exported``): one pytest-xdist worker
+# runs the file
+pytestmark = pytest.mark.xdist_group('onnx_export')
 
 
 def _small_model(variant):
