@@ -14,7 +14,8 @@ from mmengine.runner import Runner
 from ddetr_plugin.registry import DATASETS, MODELS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
-CONFIGS = sorted((CONFIG_DIR / 'deformable_detr').glob('*.py'))
+CONFIGS = sorted((CONFIG_DIR / 'deformable_detr').glob('*.py')) + sorted(
+    (CONFIG_DIR / 'dino').glob('*.py'))
 CLASSES = ('cube', 'ball')
 
 

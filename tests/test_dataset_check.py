@@ -119,6 +119,23 @@ def test_hybrid_matching_repeats_beyond_its_queries_are_reported(corpus):
     assert 'more_repeats_than_one2many_queries' not in report.by_kind()
 
 
+def test_dino_objects_beyond_its_denoising_queries_are_reported(corpus):
+    """With DINO's dynamic denoising groups, an image with more objects
+    than ``num_dn_queries`` is named (a warning: one larger group)."""
+    root, _, _ = corpus
+    cfg = _config(root, 'many_boxes')
+    cfg.model.update(type='DINO', dn_cfg=dict(
+        group_cfg=dict(dynamic=True, num_dn_queries=100)))
+    (report, ) = check_config(cfg, ('train', ), decode=False)
+    (problem, ) = report.by_kind()['more_objects_than_denoising_queries']
+    assert problem.message.startswith(
+        '500 objects > dn_cfg.group_cfg.num_dn_queries=100: a batch with '
+        'this image gets one denoising group of 1000 queries')
+    cfg.model.dn_cfg.group_cfg = dict(dynamic=False, num_groups=2)
+    (report, ) = check_config(cfg, ('train', ), decode=False)
+    assert 'more_objects_than_denoising_queries' not in report.by_kind()
+
+
 def test_filter_empty_gt_is_reported(corpus):
     root, _, _ = corpus
     cfg = _config(root, 'no_boxes')

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from helpers.ddetr_model_utils import (VARIANTS, build_mmdet_model,
-                                       build_our_model, load_mmdet_config,
-                                       load_our_config, make_batch, perturb_,
-                                       set_dropout_)
+from helpers.ddetr_model_utils import (VARIANTS, assert_same_detections,
+                                       build_mmdet_model, build_our_model,
+                                       load_mmdet_config, load_our_config,
+                                       make_batch, perturb_, set_dropout_)
 from ddetr_plugin.converters import mmdet_to_ddetr
 
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -59,28 +59,8 @@ def test_eval_outputs_match(model_pair):
     our_preds = ours(**our_data, mode='predict')
     for their, our in zip(their_preds, our_preds):
         assert len(our.pred_instances) == 100
-        _assert_same_detections(our.pred_instances, their.pred_instances)
-
-
-def _close(a, b):
-    return torch.allclose(a, b, **TOL)
-
-
-def _assert_same_detections(our, their):
-    """Same sorted scores; the same (label, box) for every detection, where
-    detections with scores equal within the tolerance may swap places (and
-    may be swapped across the top-k cut-off)."""
-    assert_close(our.scores, their.scores, **TOL)
-    unmatched = list(range(len(their)))
-    for score, label, box in zip(our.scores, our.labels, our.bboxes):
-        match = next((j for j in unmatched
-                      if label == their.labels[j] and _close(
-                          box, their.bboxes[j]) and _close(
-                              score, their.scores[j])), None)
-        if match is None:  # tied with the last one kept
-            assert _close(score, their.scores[-1])
-        else:
-            unmatched.remove(match)
+        assert_same_detections(our.pred_instances, their.pred_instances,
+                               **TOL)
 
 
 @pytest.mark.parametrize('empty_gt', [False, True])

@@ -138,3 +138,29 @@ def test_two_stage_proposal_row_is_kept_as_foreground_score():
     with pytest.raises(ValueError,
                        match=r'cls_branches.0.bias has shape \(80,\)'):
         remap_class_rows(remapped, COCO_80_CLASSES[:79], CLASSES, initial)
+
+
+def test_dino_label_embedding_and_proposal_rows_follow_the_classes():
+    """DINO: the denoising label embedding is remapped like the class
+    layers, and its proposal layer (scored with every class) has no
+    foreground row to keep."""
+    classes = ('car', 'zebra-crossing', 'person')
+    state_dict = {
+        'bbox_head.cls_branches.2.bias': torch.arange(80.),
+        'dn_query_generator.label_embedding.weight':
+        torch.arange(80.)[:, None].repeat(1, 4),
+    }
+    initial = {
+        'bbox_head.cls_branches.2.bias': torch.full((3, ), -1.),
+        'dn_query_generator.label_embedding.weight': torch.full((3, 4), -1.),
+    }
+    remapped, kept, new = remap_class_rows(state_dict, COCO_80_CLASSES,
+                                           classes, initial)
+    car, person = COCO_80_CLASSES.index('car'), COCO_80_CLASSES.index(
+        'person')
+    assert kept == ['car', 'person'] and new == ['zebra-crossing']
+    assert remapped['bbox_head.cls_branches.2.bias'].tolist() == [
+        car, -1., person
+    ]
+    assert remapped['dn_query_generator.label_embedding.weight'][:, 0] \
+        .tolist() == [car, -1., person]

@@ -15,7 +15,8 @@ import torch
 from helpers.ddetr_model_utils import (VARIANTS, build_our_model,
                                        load_our_config, make_batch, perturb_,
                                        set_dropout_)
-from helpers.paths import BCCD_CLASSES, REPO_ROOT, shared_data_dir
+from helpers.bccd_config_run import shrink_coco_r50, train_and_test_on_bccd
+from helpers.paths import REPO_ROOT
 from helpers.tiny_training import bccd_annotations
 from mmengine.config import Config
 from mmengine.structures import InstanceData
@@ -307,60 +308,17 @@ def bccd_first_4(tmp_path_factory):
     return bccd_annotations(tmp_path_factory.mktemp('bccd'), 4)
 
 
-SMALL_PIPELINE = dict(scale=(160, 120))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('path', H_CONFIGS, ids=lambda p: p.stem)
 def test_config_trains_on_real_bccd(path, bccd_first_4, tmp_path):
     """Each config, its model shrunk where it is a COCO R50 one, trains one
     epoch on 4 real BCCD images (the one-to-many losses logged) and
     tests."""
-    from ddetr_plugin.engine import DeformableDETRRunner
     cfg = Config.fromfile(path)
-    model = cfg.model
-    if model.backbone.type == 'ResNet':
-        model.backbone.depth = 18
-        model.neck.in_channels = [128, 256, 512]
-        model.transformer.encoder.num_layers = 1
-        model.transformer.decoder.num_layers = 1
-        model.transformer.num_queries = 20
-        model.num_queries_one2many = 60
-        model.bbox_head.num_classes = len(BCCD_CLASSES)
-        model.test_cfg.max_per_img = 20
-    model.backbone.init_cfg = None
-    images = str(shared_data_dir('bccd', 'BCCD', 'JPEGImages')) + '/'
-    pipelines = dict(
-        train=[dict(type='LoadImageFromFile'),
-               dict(type='LoadAnnotations', with_bbox=True),
-               dict(type='Resize', keep_ratio=True, **SMALL_PIPELINE),
-               dict(type='PackDetInputs')],
-        test=[dict(type='LoadImageFromFile'),
-              dict(type='Resize', keep_ratio=True, **SMALL_PIPELINE),
-              dict(type='LoadAnnotations', with_bbox=True),
-              dict(type='PackDetInputs',
-                   meta_keys=('img_id', 'img_path', 'ori_shape',
-                              'img_shape', 'scale_factor'))])
-    for split in ('train', 'test'):
-        loader = cfg[f'{split}_dataloader']
-        loader.update(batch_size=2, num_workers=0, persistent_workers=False)
-        loader.dataset.update(
-            type='CocoDataset', data_root='', ann_file=str(bccd_first_4),
-            data_prefix=dict(img=images),
-            metainfo=dict(classes=BCCD_CLASSES), pipeline=pipelines[split])
-        loader.dataset.pop('filter_cfg', None)
-    cfg.test_evaluator = dict(type='CocoMetric', ann_file=str(bccd_first_4),
-                              metric='bbox')
-    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1)
-    cfg.param_scheduler = []
-    cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.visualization = dict(type='DetVisualizationHook')
-    cfg.custom_hooks = []
-    cfg.visualizer.vis_backends = [dict(type='LocalVisBackend')]
-    cfg.work_dir = str(tmp_path)
-    runner = DeformableDETRRunner.from_cfg(cfg)
-    runner.train()
+    if cfg.model.backbone.type == 'ResNet':
+        shrink_coco_r50(cfg.model)
+        cfg.model.num_queries_one2many = 60
+    runner, metrics = train_and_test_on_bccd(cfg, bccd_first_4, tmp_path)
     assert runner.iter == 2
     logged = runner.message_hub.log_scalars
     for name in ('train/loss_cls', 'train/loss_cls_one2many',
@@ -368,4 +326,4 @@ def test_config_trains_on_real_bccd(path, bccd_first_4, tmp_path):
                  if cfg.model.transformer.decoder.num_layers > 1 else
                  'train/loss_iou_one2many'):
         assert name in logged, sorted(logged)
-    assert 'coco/bbox_mAP' in runner.test()
+    assert 'coco/bbox_mAP' in metrics

@@ -68,3 +68,42 @@ def test_tool_keeps_meta(mmdet_state_dicts, tmp_path):
     assert converted['meta'] == meta
     assert 'transformer.encoder.layers.0.ffn_norm.weight' in \
         converted['state_dict']
+
+
+DINO_CONFIG = 'dino-4scale_r50_8xb2-12e_coco.py'
+
+
+@pytest.fixture(scope='module')
+def mmdet_dino_state_dict():
+    return build_mmdet_model(
+        load_mmdet_config(DINO_CONFIG, small=False,
+                          folder='dino')).state_dict()
+
+
+def test_full_size_dino_checkpoint_loads_strict(mmdet_dino_state_dict):
+    ours = build_our_model(
+        load_our_config(DINO_CONFIG, small=False, folder='dino'))
+    converted = mmdet_to_ddetr(mmdet_dino_state_dict)
+    assert len(converted) == len(mmdet_dino_state_dict)
+    ours.load_state_dict(converted, strict=True)
+    for ours_key, mmdet_key in [
+        ('transformer.query_embedding.weight', 'query_embedding.weight'),
+        ('transformer.decoder.ref_point_head.layers.1.weight',
+         'decoder.ref_point_head.layers.1.weight'),
+        ('transformer.decoder.norm.bias', 'decoder.norm.bias'),
+        ('dn_query_generator.label_embedding.weight',
+         'dn_query_generator.label_embedding.weight'),
+    ]:
+        assert torch.equal(ours.state_dict()[ours_key],
+                           mmdet_dino_state_dict[mmdet_key])
+
+
+@pytest.mark.parametrize('key', [
+    'dn_query_generator.label_embedding.weight', 'decoder.norm.weight',
+    'memory_trans_norm.bias', 'query_embedding.weight'
+])
+def test_dino_missing_keys_are_named(mmdet_dino_state_dict, key):
+    state_dict = dict(mmdet_dino_state_dict)
+    del state_dict[key]
+    with pytest.raises(KeyError, match=key.replace('.', r'\.')):
+        mmdet_to_ddetr(state_dict)

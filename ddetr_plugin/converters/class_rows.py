@@ -11,7 +11,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor
 
-_CLASS_LAYER = re.compile(r'bbox_head\.cls_branches\.(\d+)\.(weight|bias)')
+_CLASS_LAYER = re.compile(r'bbox_head\.cls_branches\.(\d+)\.(weight|bias)|'
+                          r'dn_query_generator\.label_embedding\.weight')
 
 
 def remap_class_rows(state_dict: Mapping[str, Tensor],
@@ -23,13 +24,16 @@ def remap_class_rows(state_dict: Mapping[str, Tensor],
     """Rebuild every classification layer for ``classes``.
 
     Row ``j`` of each ``bbox_head.cls_branches.{i}.{weight,bias}`` (every
-    decoder layer and the two-stage proposal layer) is the checkpoint's row
+    decoder layer and the two-stage proposal layer) and of DINO's
+    denoising ``dn_query_generator.label_embedding.weight`` is the
+    checkpoint's row
     of the class named ``classes[j]`` if it has one, else the row of
     ``initial`` (the model's own freshly initialised weights: the head's
     ``init_weights``, i.e. the focal-loss prior bias
     ``-log((1 - 0.01) / 0.01)``, and ``nn.Linear``'s weights). Row 0 of
-    the two-stage proposal layer is its foreground score (the proposal
-    loss uses class 0), so it is always the checkpoint's row 0.
+    the two-stage Deformable DETR proposal layer is its foreground score
+    (the proposal loss uses class 0), so it is always the checkpoint's row
+    0 (DINO's proposal layer scores every class: no such row).
 
     Args:
         state_dict (Mapping[str, Tensor]): our layout, with
@@ -39,7 +43,8 @@ def remap_class_rows(state_dict: Mapping[str, Tensor],
         initial (Mapping[str, Tensor]): the new model's state_dict (its
             class layers have ``len(classes)`` rows).
         proposal_layer (int, optional): index of the two-stage proposal
-            layer in ``cls_branches``; None for single-stage models.
+            layer in ``cls_branches`` whose row 0 is a foreground score;
+            None for single-stage models and DINO.
 
     Returns:
         tuple: ``(state_dict, kept, new)``: the remapped state_dict (other
@@ -66,7 +71,8 @@ def remap_class_rows(state_dict: Mapping[str, Tensor],
         for j, name in enumerate(classes):
             if name in index:
                 rows[j] = old[index[name]]
-        if proposal_layer is not None and int(match[1]) == proposal_layer:
+        if proposal_layer is not None and match[1] is not None and \
+                int(match[1]) == proposal_layer:
             rows[0] = old[0]
         remapped[key] = rows
     return remapped, kept, new

@@ -63,6 +63,18 @@ TWO_STAGE_KEYS = [
                          'pos_trans_fc', 'pos_trans_norm') for p in _LINEAR
 ]
 
+#: keys under ``transformer.`` (in mmdet: at the top) that only DINO has:
+#: its proposal layers, content queries and the decoder's box embedding and
+#: final norm
+DINO_KEYS = ['query_embedding.weight'] + [
+    f'{m}.{p}' for m in ('memory_trans_fc', 'memory_trans_norm',
+                         'decoder.ref_point_head.layers.0',
+                         'decoder.ref_point_head.layers.1', 'decoder.norm')
+    for p in _LINEAR
+]
+#: DINO's denoising label embedding (top level in both layouts)
+DINO_DENOISING_KEY = 'dn_query_generator.label_embedding.weight'
+
 #: (pattern matched against the whole key, our name from the match)
 Rule = Tuple['re.Pattern', Callable[['re.Match'], str]]
 
@@ -212,8 +224,10 @@ def missing_keys(converted: Mapping[str, Tensor],
     :func:`~.resnet_keys.resnet_to_mmdet` checks): the only definition of
     which keys a variant must have, for every layout's converter.
 
-    The variant is read from the keys: two-stage if
-    ``transformer.memory_trans_fc.weight`` is present; the numbers of
+    The variant is read from the keys: DINO if
+    ``transformer.decoder.ref_point_head.layers.0.weight`` is present,
+    else two-stage if ``transformer.memory_trans_fc.weight`` is; the
+    numbers of
     encoder/decoder layers and of neck levels from the largest indices.
 
     Args:
@@ -226,11 +240,13 @@ def missing_keys(converted: Mapping[str, Tensor],
         list[str]: the missing keys, sorted.
     """
     keys = list(converted)
-    two_stage = 'transformer.memory_trans_fc.weight' in converted
+    dino = 'transformer.decoder.ref_point_head.layers.0.weight' in converted
+    two_stage = dino or 'transformer.memory_trans_fc.weight' in converted
+    variant_keys = DINO_KEYS if dino else (
+        TWO_STAGE_KEYS if two_stage else SINGLE_STAGE_KEYS)
     required = ['transformer.level_embed'] + [
-        f'transformer.{k}'
-        for k in (TWO_STAGE_KEYS if two_stage else SINGLE_STAGE_KEYS)
-    ]
+        f'transformer.{k}' for k in variant_keys
+    ] + ([DINO_DENOISING_KEY] if dino else [])
     for part, layer_keys in (('encoder', ENCODER_LAYER_KEYS),
                              ('decoder', DECODER_LAYER_KEYS)):
         required += [

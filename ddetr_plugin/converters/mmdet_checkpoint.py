@@ -1,11 +1,12 @@
-"""mmdet 3.x ``DeformableDETR`` checkpoints to ``ddetr_plugin`` ones.
+"""mmdet 3.x ``DeformableDETR`` and ``DINO`` checkpoints to ``ddetr_plugin``
+ones.
 
 :func:`mmdet_to_ddetr` converts a state_dict, :func:`convert_mmdet_checkpoint`
 a checkpoint file (``tools/model_converters/mmdet_to_ddetr.py``).
 
-All three mmdet variants (single stage, ``with_box_refine``,
-``as_two_stage``) convert. Our layout groups the transformer under
-``transformer.`` and names the layer norms by what they follow:
+All three mmdet ``DeformableDETR`` variants (single stage,
+``with_box_refine``, ``as_two_stage``) and mmdet's ``DINO`` convert. Our
+layout groups the transformer under ``transformer.`` and names the layer norms by what they follow:
 
 ================================================  ==========================
 mmdet                                             ddetr_plugin
@@ -16,7 +17,9 @@ mmdet                                             ddetr_plugin
 ``level_embed``, ``query_embedding``,             ``transformer.<same>``
 ``reference_points_fc``, ``memory_trans_fc``,
 ``memory_trans_norm``, ``pos_trans_fc``,
-``pos_trans_norm``
+``pos_trans_norm``, (DINO) ``decoder.norm``,
+``decoder.ref_point_head``
+``dn_query_generator.*`` (DINO)                  unchanged
 ``encoder.layers.{i}.{self_attn,ffn}.*``          ``transformer.<same>``
 ``encoder.layers.{i}.norms.{0,1}``                ``...self_attn_norm``,
                                                   ``...ffn_norm``
@@ -36,15 +39,16 @@ from typing import Dict, List, Mapping, Optional
 import torch
 from torch import Tensor
 
-from .detr_keys import (DECODER_LAYER_KEYS, ENCODER_LAYER_KEYS,
+from .detr_keys import (DECODER_LAYER_KEYS, DINO_KEYS, ENCODER_LAYER_KEYS,
                         SINGLE_STAGE_KEYS, TWO_STAGE_KEYS, missing_keys)
 
 _LAYERS = {'encoder': ENCODER_LAYER_KEYS, 'decoder': DECODER_LAYER_KEYS}
-_TRANSFORMER = ['level_embed'] + SINGLE_STAGE_KEYS + TWO_STAGE_KEYS
+_TRANSFORMER = ['level_embed'] + SINGLE_STAGE_KEYS + TWO_STAGE_KEYS + DINO_KEYS
 
 _PREFIXES = {
     'backbone.': 'backbone.',
     'bbox_head.': 'bbox_head.',
+    'dn_query_generator.': 'dn_query_generator.',
     'neck.convs.': 'neck.input_projs.',
     'neck.extra_convs.': 'neck.extra_projs.',
 }
@@ -81,7 +85,7 @@ def _mmdet_key(ours: str) -> str:
 
 
 def _missing_keys(state_dict: Mapping[str, Tensor]) -> List[str]:
-    """mmdet keys that a DeformableDETR of this variant must have
+    """mmdet keys that a DeformableDETR (DINO) of this variant must have
     (:func:`~.detr_keys.missing_keys` of the known keys, in mmdet's
     names)."""
     converted = {_convert_key(k): v for k, v in state_dict.items()}
@@ -91,11 +95,13 @@ def _missing_keys(state_dict: Mapping[str, Tensor]) -> List[str]:
 
 
 def mmdet_to_ddetr(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-    """Convert an mmdet 3.x ``DeformableDETR`` state_dict to our layout.
+    """Convert an mmdet 3.x ``DeformableDETR`` or ``DINO`` state_dict to our
+    layout.
 
     Backbone and head keys are kept; neck and transformer keys are renamed
     (see the module docstring). The variant is read from the keys
-    (``memory_trans_fc`` = two-stage); tensors are not copied.
+    (``decoder.ref_point_head`` = DINO, else ``memory_trans_fc`` =
+    two-stage); tensors are not copied.
 
     Args:
         state_dict (Mapping[str, Tensor]): mmdet model weights, e.g.
@@ -103,10 +109,11 @@ def mmdet_to_ddetr(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
 
     Returns:
         dict[str, Tensor]: an ``OrderedDict`` in the input's order, loadable
-        with ``strict=True`` into our ``DeformableDETR`` of the same config.
+        with ``strict=True`` into our ``DeformableDETR`` (``DINO``) of the
+        same config.
 
     Raises:
-        KeyError: unknown keys (no mmdet DeformableDETR parameter), or keys
+        KeyError: unknown keys (no mmdet DeformableDETR or DINO parameter), or keys
             missing for the variant (``level_embed``, the queries or
             proposal layers, a parameter of some encoder/decoder layer, of
             a prediction branch or of a neck level; see
@@ -116,7 +123,7 @@ def mmdet_to_ddetr(state_dict: Mapping[str, Tensor]) -> Dict[str, Tensor]:
     unknown = [k for k in state_dict if not _convert_key(k)]
     missing = _missing_keys(state_dict)
     if unknown or missing:
-        raise KeyError('not an mmdet DeformableDETR state_dict: '
+        raise KeyError('not an mmdet DeformableDETR or DINO state_dict: '
                        f'unknown keys {unknown}, missing keys {missing}')
     return OrderedDict((_convert_key(k), v) for k, v in state_dict.items())
 
@@ -131,10 +138,11 @@ def convert_mmdet_checkpoint(src: str, out: Optional[str] = None) -> dict:
     ``state_dict`` are kept (the optimizer state and anything else is
     dropped), so the result loads with ``load_from=OUT`` or
     ``tools/test.py CONFIG OUT`` and the matching config of
-    ``configs/deformable_detr/`` (``strict=True``).
+    ``configs/deformable_detr/`` or ``configs/dino/`` (``strict=True``).
 
     Args:
-        src (str): An mmdet 3.x ``DeformableDETR`` checkpoint (any variant).
+        src (str): An mmdet 3.x ``DeformableDETR`` (any variant) or
+            ``DINO`` checkpoint.
         out (str, optional): Where to ``torch.save`` the result; its folder
             is created.
 

@@ -14,9 +14,10 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 from ddetr_plugin.registry import MODELS
-from .paths import CONFIG_DIR as OUR_CONFIG_DIR
-MMDET_CONFIG_DIR = (Path(mmdet.__file__).parent / '.mim' / 'configs' /
-                    'deformable_detr')
+from .paths import REPO_ROOT
+
+OUR_CONFIG_DIR = REPO_ROOT / 'configs'
+MMDET_CONFIG_DIR = Path(mmdet.__file__).parent / '.mim' / 'configs'
 # the three variants, named alike in mmdet's and our config folders
 VARIANTS = [
     'deformable-detr_r50_16xb2-50e_coco.py',
@@ -29,9 +30,12 @@ SMALL = dict(depth=18, in_channels=[128, 256, 512], num_layers=2,
              num_queries=30)
 
 
-def load_mmdet_config(name: str, small: bool = True) -> Config:
-    """mmdet 3.3's own Deformable DETR config, backbone not pretrained."""
-    cfg = Config.fromfile(MMDET_CONFIG_DIR / name)
+def load_mmdet_config(name: str,
+                      small: bool = True,
+                      folder: str = 'deformable_detr') -> Config:
+    """mmdet 3.3's own config ``folder/name`` (Deformable DETR's by
+    default), backbone not pretrained."""
+    cfg = Config.fromfile(MMDET_CONFIG_DIR / folder / name)
     model = cfg.model
     model.backbone.init_cfg = None
     if small:
@@ -43,9 +47,11 @@ def load_mmdet_config(name: str, small: bool = True) -> Config:
     return cfg
 
 
-def load_our_config(name: str, small: bool = True) -> Config:
+def load_our_config(name: str,
+                    small: bool = True,
+                    folder: str = 'deformable_detr') -> Config:
     """Our config of the same name, shrunk like :func:`load_mmdet_config`."""
-    cfg = Config.fromfile(OUR_CONFIG_DIR / name)
+    cfg = Config.fromfile(OUR_CONFIG_DIR / folder / name)
     if small:
         model = cfg.model
         model.backbone.depth = SMALL['depth']
@@ -127,3 +133,24 @@ def make_batch(empty_gt: bool = False, seed: int = 0) -> dict:
             labels=torch.as_tensor(labels, dtype=torch.long))
         data_samples.append(sample)
     return dict(inputs=inputs, data_samples=data_samples)
+
+
+def assert_same_detections(our: InstanceData, their: InstanceData,
+                           rtol: float, atol: float) -> None:
+    """Same sorted scores; the same (label, box) for every detection, where
+    detections with scores equal within the tolerance may swap places (and
+    may be swapped across the top-k cut-off)."""
+    def close(a, b):
+        return torch.allclose(a, b, rtol=rtol, atol=atol)
+
+    assert torch.allclose(our.scores, their.scores, rtol=rtol, atol=atol)
+    unmatched = list(range(len(their)))
+    for score, label, box in zip(our.scores, our.labels, our.bboxes):
+        match = next((j for j in unmatched
+                      if label == their.labels[j] and close(
+                          box, their.bboxes[j]) and close(
+                              score, their.scores[j])), None)
+        if match is None:  # tied with the last one kept
+            assert close(score, their.scores[-1])
+        else:
+            unmatched.remove(match)

@@ -33,11 +33,15 @@ class ModelSpec:
         num_queries_one2many (int, optional): the training-only one-to-many
             queries of hybrid matching (``HybridDeformableDETR``).
         k_one2many (int, optional): repeats of each box for them.
+        num_dn_queries (int, optional): the denoising queries per image that
+            DINO's dynamic denoising groups aim at
+            (``model.dn_cfg.group_cfg.num_dn_queries``, 100 by default).
     """
     num_queries: Optional[int] = None
     num_classes: Optional[int] = None
     num_queries_one2many: Optional[int] = None
     k_one2many: Optional[int] = None
+    num_dn_queries: Optional[int] = None
 
 
 def model_spec(cfg: Config) -> ModelSpec:
@@ -47,11 +51,17 @@ def model_spec(cfg: Config) -> ModelSpec:
     num_queries = (model.get('transformer') or {}).get(
         'num_queries', model.get('num_queries'))
     num_classes = (model.get('bbox_head') or {}).get('num_classes')
+    num_dn_queries = None
+    if model.get('type') == 'DINO' or model.get('dn_cfg') is not None:
+        group_cfg = (model.get('dn_cfg') or {}).get('group_cfg') or {}
+        if group_cfg.get('dynamic', True):
+            num_dn_queries = group_cfg.get('num_dn_queries', 100)
     return ModelSpec(
         num_queries=num_queries,
         num_classes=num_classes,
         num_queries_one2many=model.get('num_queries_one2many'),
-        k_one2many=model.get('k_one2many'))
+        k_one2many=model.get('k_one2many'),
+        num_dn_queries=num_dn_queries)
 
 
 def check_classes_fit(spec: DatasetSpec, model: ModelSpec,
@@ -69,9 +79,11 @@ def check_classes_fit(spec: DatasetSpec, model: ModelSpec,
 def check_images_fit(entries: Dict[object, ImageEntry], kept: Counter,
                      model: ModelSpec, report: SplitReport) -> None:
     """Every image has at most as many objects as the model has queries
-    (``more_objects_than_queries``) and, with hybrid matching, at most as
+    (``more_objects_than_queries``); with hybrid matching, at most as
     many repeated objects as one-to-many queries
-    (``more_repeats_than_one2many_queries``).
+    (``more_repeats_than_one2many_queries``); with DINO's dynamic denoising
+    groups, at most ``num_dn_queries`` objects
+    (``more_objects_than_denoising_queries``).
 
     Args:
         entries (dict): image id -> :class:`~.specs.ImageEntry`.
@@ -95,4 +107,13 @@ def check_images_fit(entries: Dict[object, ImageEntry], kept: Counter,
                        f'> num_queries_one2many={one2many}: the one-to-many '
                        f'queries match {one2many} of the repeats, the rest '
                        'stay unmatched (training goes on)',
+                       file=entry.file_name, image_id=image_id)
+        dn_queries = model.num_dn_queries
+        if dn_queries is not None and kept[image_id] > dn_queries:
+            report.add('more_objects_than_denoising_queries',
+                       f'{kept[image_id]} objects > dn_cfg.group_cfg.'
+                       f'num_dn_queries={dn_queries}: a batch with this image '
+                       'gets one denoising group of '
+                       f'{2 * kept[image_id]} queries per image (more memory '
+                       'than planned; training goes on)',
                        file=entry.file_name, image_id=image_id)

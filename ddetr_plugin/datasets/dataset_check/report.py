@@ -45,6 +45,8 @@ KINDS: Dict[str, tuple] = {
     'more_objects_than_queries': (WARNING, 'more objects than num_queries'),
     'more_repeats_than_one2many_queries': (
         WARNING, 'objects x k_one2many > num_queries_one2many'),
+    'more_objects_than_denoising_queries': (
+        WARNING, 'objects > DINO num_dn_queries (one larger group)'),
 }
 
 

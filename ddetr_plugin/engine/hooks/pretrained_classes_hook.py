@@ -66,8 +66,11 @@ class PretrainedClassesHook(Hook):
                 f'{len(classes)}: cannot match them')
         if classes is not None and names is not None and \
                 tuple(names) != tuple(classes):
-            proposal_layer = model.bbox_head.num_pred_layer - 1 \
-                if model.as_two_stage else None
+            # two-stage Deformable DETR's proposals score class 0 as
+            # foreground; DINO's score every class
+            proposal_layer = model.bbox_head.num_pred_layer - 1 if (
+                model.as_two_stage and
+                not model.transformer.proposals_score_every_class) else None
             state_dict, kept, new = remap_class_rows(
                 state_dict, names, classes, model.state_dict(),
                 proposal_layer)

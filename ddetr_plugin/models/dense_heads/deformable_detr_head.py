@@ -265,6 +265,35 @@ class DeformableDETRHead(BaseModule):
          bbox_weights_list, num_total_pos) = self.get_targets(
              list(cls_scores), list(bbox_preds), batch_gt_instances,
              batch_img_metas)
+        return self.losses_from_targets(cls_scores, bbox_preds, labels_list,
+                                        label_weights_list,
+                                        bbox_targets_list, bbox_weights_list,
+                                        num_total_pos, batch_img_metas)
+
+    def losses_from_targets(self, cls_scores: Tensor, bbox_preds: Tensor,
+                            labels_list: List[Tensor],
+                            label_weights_list: List[Tensor],
+                            bbox_targets_list: List[Tensor],
+                            bbox_weights_list: List[Tensor],
+                            num_total_pos: int,
+                            batch_img_metas: List[dict]) -> Tuple[Tensor]:
+        """Focal, L1 and GIoU losses of one prediction layer against given
+        per-image targets (matched, or fixed as DINO's denoising ones).
+
+        Args:
+            cls_scores (Tensor): (B, Q, num_classes) logits.
+            bbox_preds (Tensor): (B, Q, 4) normalised ``(cx, cy, w, h)``.
+            labels_list, label_weights_list (list[Tensor]): (Q,) per image;
+                label ``num_classes`` is background.
+            bbox_targets_list, bbox_weights_list (list[Tensor]): (Q, 4) per
+                image, normalised ``(cx, cy, w, h)`` targets.
+            num_total_pos (int): positives of this process's batch; the
+                losses are averaged over the mean of all processes'.
+            batch_img_metas (list[dict]): per image, with ``img_shape``.
+
+        Returns:
+            tuple[Tensor]: ``loss_cls``, ``loss_bbox``, ``loss_iou``.
+        """
         labels = torch.cat(labels_list, 0)
         label_weights = torch.cat(label_weights_list, 0)
         bbox_targets = torch.cat(bbox_targets_list, 0)
@@ -276,8 +305,11 @@ class DeformableDETRHead(BaseModule):
             cls_avg_factor = reduce_mean(
                 cls_scores.new_tensor([cls_avg_factor]))
         cls_avg_factor = max(cls_avg_factor, 1)
-        loss_cls = self.loss_cls(
-            cls_scores, labels, label_weights, avg_factor=cls_avg_factor)
+        if len(cls_scores):
+            loss_cls = self.loss_cls(
+                cls_scores, labels, label_weights, avg_factor=cls_avg_factor)
+        else:  # no query (DINO without denoising queries): 0, in the graph
+            loss_cls = cls_scores.sum()
 
         # average number of ground truths over all GPUs
         num_total_pos = torch.clamp(

@@ -1,6 +1,9 @@
 from .counter_dropout import CounterDropout, use_counter_dropout
 from .decoder import (DeformableDETRTransformerDecoder,
                       DeformableDETRTransformerDecoderLayer, refine_boxes)
+from .denoising import CdnQueryGenerator, denoising_self_attn_mask
+from .dino_decoder import DINOTransformerDecoder
+from .dino_transformer import DINOTransformer
 from .encoder import (DeformableDETRTransformerEncoder,
                       DeformableDETRTransformerEncoderLayer)
 from .hybrid_matching import hybrid_self_attn_mask, repeat_ground_truth
@@ -17,5 +20,6 @@ __all__ = [
     'DeformableDETRTransformerDecoderLayer',
     'DeformableDETRTransformerDecoder', 'refine_boxes',
     'DeformableDETRTransformer', 'hybrid_self_attn_mask',
-    'repeat_ground_truth'
+    'repeat_ground_truth', 'CdnQueryGenerator', 'denoising_self_attn_mask',
+    'DINOTransformerDecoder', 'DINOTransformer'
 ]

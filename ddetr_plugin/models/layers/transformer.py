@@ -102,6 +102,10 @@ class DeformableDETRTransformer(BaseModule):
             from ``embed_dims``.
     """
 
+    #: the two-stage proposal layer scores objectness with class 0 (its
+    #: loss treats every object as class 0), not every class
+    proposals_score_every_class = False
+
     def __init__(self,
                  encoder: dict,
                  decoder: dict,
@@ -131,7 +135,14 @@ class DeformableDETRTransformer(BaseModule):
 
         self.level_embed = nn.Parameter(
             torch.zeros(num_feature_levels, self.embed_dims))
-        if as_two_stage:
+        self._init_query_layers()
+        self.register_load_state_dict_pre_hook(_drop_one2many_weights)
+
+    def _init_query_layers(self) -> None:
+        """The layers that make the decoder's queries: the two-stage
+        proposal layers, or the learned queries and their reference points
+        (single stage)."""
+        if self.as_two_stage:
             self.memory_trans_fc = nn.Linear(self.embed_dims, self.embed_dims)
             self.memory_trans_norm = nn.LayerNorm(self.embed_dims)
             self.pos_trans_fc = nn.Linear(self.embed_dims * 2,
@@ -139,13 +150,12 @@ class DeformableDETRTransformer(BaseModule):
             self.pos_trans_norm = nn.LayerNorm(self.embed_dims * 2)
         else:
             # positional and content query, hence 2 * embed_dims
-            self.query_embedding = nn.Embedding(num_queries,
+            self.query_embedding = nn.Embedding(self.num_queries,
                                                 self.embed_dims * 2)
-            if num_queries_one2many:
+            if self.num_queries_one2many:
                 self.query_embedding_one2many = nn.Embedding(
-                    num_queries_one2many, self.embed_dims * 2)
+                    self.num_queries_one2many, self.embed_dims * 2)
             self.reference_points_fc = nn.Linear(self.embed_dims, 2)
-        self.register_load_state_dict_pre_hook(_drop_one2many_weights)
 
     def _check_dims(self) -> None:
         if 2 * self.positional_encoding.num_feats != self.embed_dims:
@@ -170,13 +180,19 @@ class DeformableDETRTransformer(BaseModule):
         for m in self.modules():
             if isinstance(m, MultiScaleDeformableAttention):
                 m.init_weights()
+        self._init_query_weights()
+        nn.init.normal_(self.level_embed)
+
+    def _init_query_weights(self) -> None:
+        """Xavier-uniform weights for the layers of
+        :meth:`_init_query_layers`, as mmdet (the learned queries keep
+        ``nn.Embedding``'s N(0, 1))."""
         if self.as_two_stage:
             nn.init.xavier_uniform_(self.memory_trans_fc.weight)
             nn.init.xavier_uniform_(self.pos_trans_fc.weight)
         else:
             xavier_init(
                 self.reference_points_fc, distribution='uniform', bias=0.)
-        nn.init.normal_(self.level_embed)
 
     def forward(
         self,
@@ -214,20 +230,9 @@ class DeformableDETRTransformer(BaseModule):
                 ``num_feature_levels``; ``as_two_stage`` without
                 ``proposal_branches``.
         """
-        if len(mlvl_feats) != self.num_feature_levels:
-            raise ValueError(f'expected {self.num_feature_levels} feature '
-                             f'levels, got {len(mlvl_feats)}')
-        (feat_flatten, mask_flatten, lvl_pos_embed_flatten, spatial_shapes,
-         level_start_index, valid_ratios) = self.flatten_levels(
-             mlvl_feats, mlvl_masks)
-        memory = self.encoder(
-            query=feat_flatten,
-            query_pos=lvl_pos_embed_flatten,
-            key_padding_mask=mask_flatten,
-            spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index,
-            valid_ratios=valid_ratios)
-
+        encoded = self.encode(mlvl_feats, mlvl_masks)
+        memory, mask_flatten = encoded['memory'], encoded['memory_mask']
+        spatial_shapes = encoded['spatial_shapes']
         enc_outputs_class = enc_outputs_coord = None
         if self.as_two_stage:
             if proposal_branches is None:
@@ -252,8 +257,8 @@ class DeformableDETRTransformer(BaseModule):
             key_padding_mask=mask_flatten,
             reference_points=reference_points,
             spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index,
-            valid_ratios=valid_ratios,
+            level_start_index=encoded['level_start_index'],
+            valid_ratios=encoded['valid_ratios'],
             reg_branches=reg_branches,
             self_attn_mask=self_attn_mask)
         return dict(
@@ -261,6 +266,47 @@ class DeformableDETRTransformer(BaseModule):
             references=references,
             enc_outputs_class=enc_outputs_class,
             enc_outputs_coord=enc_outputs_coord)
+
+    def encode(self, mlvl_feats: Sequence[Tensor],
+               mlvl_masks: Sequence[Tensor]) -> Dict[str, Tensor]:
+        """Flatten the levels and run the encoder (Sec. 4.1).
+
+        Args:
+            mlvl_feats (Sequence[Tensor]): ``num_feature_levels`` maps
+                (B, C, H_l, W_l), float32.
+            mlvl_masks (Sequence[Tensor]): matching (B, H_l, W_l) bool
+                padding masks, True where padded.
+
+        Returns:
+            dict: ``memory`` (B, S, C) encoder output, ``memory_mask``
+            (B, S) bool (True at padded pixels), ``spatial_shapes``
+            (num_levels, 2) int64 ``(H, W)``, ``level_start_index``
+            (num_levels,) int64 and ``valid_ratios`` (B, num_levels, 2)
+            float32 ``(w, h)``; ``S = sum_l H_l * W_l``.
+
+        Raises:
+            ValueError: a number of levels other than
+                ``num_feature_levels``.
+        """
+        if len(mlvl_feats) != self.num_feature_levels:
+            raise ValueError(f'expected {self.num_feature_levels} feature '
+                             f'levels, got {len(mlvl_feats)}')
+        (feat_flatten, mask_flatten, lvl_pos_embed_flatten, spatial_shapes,
+         level_start_index, valid_ratios) = self.flatten_levels(
+             mlvl_feats, mlvl_masks)
+        memory = self.encoder(
+            query=feat_flatten,
+            query_pos=lvl_pos_embed_flatten,
+            key_padding_mask=mask_flatten,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios)
+        return dict(
+            memory=memory,
+            memory_mask=mask_flatten,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios)
 
     def flatten_levels(self, mlvl_feats: Sequence[Tensor],
                        mlvl_masks: Sequence[Tensor]) -> Tuple[Tensor, ...]:
@@ -363,10 +409,8 @@ class DeformableDETRTransformer(BaseModule):
             (B, S, num_classes) and ``enc_outputs_coord`` (B, S, 4)
             normalised ``(cx, cy, w, h)``.
         """
-        output_memory, output_proposals = self.gen_encoder_output_proposals(
-            memory, memory_mask, spatial_shapes)
-        enc_outputs_class = cls_branch(output_memory)
-        enc_outputs_coord_unact = reg_branch(output_memory) + output_proposals
+        enc_outputs_class, enc_outputs_coord_unact = self.score_proposals(
+            memory, memory_mask, spatial_shapes, cls_branch, reg_branch)
         scores = enc_outputs_class[..., 0]
         topk_proposals = torch.topk(
             scores, self.num_proposals(scores.shape[1]), dim=1)[1]
@@ -381,6 +425,29 @@ class DeformableDETRTransformer(BaseModule):
         query_pos, query = torch.split(pos_trans_out, self.embed_dims, dim=2)
         return (query, query_pos, reference_points, enc_outputs_class,
                 enc_outputs_coord_unact.sigmoid())
+
+    def score_proposals(self, memory: Tensor, memory_mask: Tensor,
+                        spatial_shapes: Tensor, cls_branch: nn.Module,
+                        reg_branch: nn.Module) -> Tuple[Tensor, Tensor]:
+        """Score and regress the per-pixel proposals of
+        :meth:`gen_encoder_output_proposals`.
+
+        Args:
+            memory (Tensor): (B, S, C) encoder memory.
+            memory_mask (Tensor): (B, S) bool, True at padded pixels.
+            spatial_shapes (Tensor): (num_levels, 2) int64 ``(H, W)``.
+            cls_branch (nn.Module): (B, S, C) -> (B, S, num_classes) logits.
+            reg_branch (nn.Module): (B, S, C) -> (B, S, 4) box deltas.
+
+        Returns:
+            tuple: ``enc_outputs_class`` (B, S, num_classes) logits and
+            ``enc_outputs_coord_unact`` (B, S, 4) unactivated normalised
+            ``(cx, cy, w, h)`` (``+inf`` at invalid proposals).
+        """
+        output_memory, output_proposals = self.gen_encoder_output_proposals(
+            memory, memory_mask, spatial_shapes)
+        return (cls_branch(output_memory),
+                reg_branch(output_memory) + output_proposals)
 
     def num_proposals(self, num_tokens) -> int:
         """How many proposals two-stage selects from ``num_tokens``.
