@@ -87,4 +87,4 @@ bench: install
 	$(PY) benchmarks/bench_distributed.py
 
 clean:
-	rm -rf build *.egg-info ddetr_plugin/*.so $(VENV)
+	rm -rf build dist *.egg-info ddetr_plugin/*.so ddetr_plugin/.mim $(VENV)

@@ -1,8 +1,11 @@
 """ddetr_plugin: Deformable DETR (arXiv 2010.04159) as an MMDetection 3.x plugin.
 
 Importing the package loads the compiled operator library
-(``torch.ops.ddetr_plugin``) and allow-lists the exact types of mmengine
-Runner checkpoints for torch's safe (``weights_only``) loading. Model
+(``torch.ops.ddetr_plugin``), allow-lists the exact types of mmengine
+Runner checkpoints for torch's safe (``weights_only``) loading, registers
+the ``ddetr_plugin::<path>`` configs of the package's ``.mim/configs`` with
+mmengine (``utils.package_configs``) and the FLOP and activation counts of
+the MSDA op with mmengine's complexity analysis (``ops.flops``). Model
 components register themselves in the ``ddetr_plugin`` registry scope when
 mmengine first resolves a name there (``default_scope='ddetr_plugin'`` in a
 config), see ``ddetr_plugin.registry``.
@@ -32,8 +35,12 @@ This root module sits above them all.
 """
 from . import ops
 from .engine import register_safe_checkpoint_types
+from .ops.flops import register_complexity_handles
+from .utils.package_configs import register_config_scope
 from .version import __version__
 
 register_safe_checkpoint_types()
+register_config_scope()
+register_complexity_handles()
 
 __all__ = ['ops', '__version__']

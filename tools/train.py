@@ -3,8 +3,14 @@
 Same arguments as mmdet's (``CONFIG [--work-dir DIR] [--resume [CKPT]]
 [--amp] [--cfg-options k=v ...]``), which ship inside the mmdet package
 (``mmdet/.mim/tools/train.py``). Importing ddetr_plugin first loads the
-compiled op and allow-lists the types of Runner checkpoints for torch's safe
-loading, so ``--resume`` works on torch >= 2.6.
+compiled op, allow-lists the types of Runner checkpoints for torch's safe
+loading, so ``--resume`` works on torch >= 2.6, and lets mmengine resolve
+``_base_ = 'ddetr_plugin::<folder>/<config>.py'``. CONFIG may itself be
+such a path (a config of the installed package, from any directory); a
+wrong one exits with status 1 naming the package's config folder and the
+closest configs (``ddetr_plugin.utils.package_configs``). The script also
+ships in the package (``ddetr_plugin/.mim/tools/train.py``), which is what
+``mim train ddetr_plugin CONFIG`` runs.
 
 Before training, the fast dataset check (annotations and image files of the
 train and val datasets, ``ddetr_plugin.datasets.dataset_check``) runs on the
@@ -33,6 +39,8 @@ from ddetr_plugin.datasets.dataset_check import (DatasetCheckError,
                                                  check_before_training,
                                                  format_reports)
 from ddetr_plugin.engine.distributed import destroy_process_group
+from ddetr_plugin.utils.package_configs import (ConfigNotFoundError,
+                                                load_config, resolve_config)
 
 MMDET_TRAIN = str(Path(mmdet.__file__).parent / '.mim' / 'tools' / 'train.py')
 SKIP_DATA_CHECK = '--skip-data-check'
@@ -70,9 +78,12 @@ def main() -> None:
     skip = SKIP_DATA_CHECK in sys.argv
     sys.argv = [arg for arg in sys.argv if arg != SKIP_DATA_CHECK]
     args = runpy.run_path(MMDET_TRAIN)['parse_args']()  # mmdet's parser
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+        # mmdet's script loads CONFIG itself: hand it the resolved file
+        sys.argv[sys.argv.index(args.config)] = resolve_config(args.config)
+    except ConfigNotFoundError as error:
+        sys.exit(str(error))
     if args.amp:  # ours instead of mmdet's (argparse takes '--am' too)
         sys.argv = [arg for arg in sys.argv if arg not in ('--am', '--amp')]
         sys.argv += amp_cfg_options(cfg)

@@ -5,14 +5,24 @@ with degenerate ones dropped, each counted and named in the log.
 Both are registered in our ``TRANSFORMS`` scope and used by the train
 pipelines of ``configs/_base_/datasets/``. A transform returning None makes
 mmengine's ``BaseDataset.__getitem__`` draw another sample (up to its
-``max_refetch``); test-mode datasets raise on None instead, so the test
-pipelines keep mmcv's ``LoadImageFromFile``.
+``max_refetch``); test-mode datasets raise on None instead, so skipping is
+opt-in (``skip_unreadable=True``, the train pipelines only).
+
+The loader is registered in our scope under mmcv's name
+``LoadImageFromFile`` (as mmdet registers its ``LoadAnnotations`` under
+mmcv's): mmdet's own tools recognise a pipeline's loading steps by that
+name, looked up in mmdet's registry (``mmdet.datasets.get_loading_pipeline``,
+used by ``tools/analysis_tools/analyze_results.py``, keeps the steps whose
+class *is* mmcv's ``LoadImageFromFile`` or mmdet's ``LoadAnnotations``), and
+the step they keep is built in our scope, with its arguments, as ours.
+Without ``skip_unreadable`` it is exactly mmcv's loader.
 """
 import logging
 from typing import Optional
 
 import torch
-from mmcv.transforms import BaseTransform, LoadImageFromFile
+from mmcv.transforms import BaseTransform
+from mmcv.transforms import LoadImageFromFile as MMCVLoadImageFromFile
 from mmengine.logging import print_log
 
 from ddetr_plugin.registry import TRANSFORMS
@@ -23,10 +33,13 @@ class UnreadableImagesError(RuntimeError):
 
 
 @TRANSFORMS.register_module()
-class LoadImageFromFileOrSkip(LoadImageFromFile):
-    """mmcv's ``LoadImageFromFile`` that skips an image it cannot read.
+class LoadImageFromFile(MMCVLoadImageFromFile):
+    """mmcv's ``LoadImageFromFile``, optionally skipping unreadable images.
 
-    A missing, empty, truncated or non-image file gives one warning naming
+    With ``skip_unreadable=False`` (the default, and what the test
+    pipelines use) it is mmcv's loader: an unreadable image raises. With
+    ``skip_unreadable=True`` (the train pipelines of our dataset configs) a
+    missing, empty, truncated or non-image file gives one warning naming
     the file and the running count, and None, so the dataset draws another
     sample. Counts are per process (each dataloader worker holds its own
     copy of the pipeline) and over distinct files; once more than
@@ -36,22 +49,26 @@ class LoadImageFromFileOrSkip(LoadImageFromFile):
     stops it on its own.
 
     Args:
+        skip_unreadable (bool): skip (True) or raise (False, mmcv's
+            behaviour) on an unreadable image. Default False.
         max_failed_fraction (float): failed / read images that stops the
             run. Default 0.01.
         min_images (int): the denominator's floor. Default 100.
-        **kwargs: ``LoadImageFromFile`` arguments (``color_type``,
+        **kwargs: mmcv's ``LoadImageFromFile`` arguments (``color_type``,
             ``imdecode_backend``, ``backend_args``, ...).
 
     Raises:
         ValueError: ``max_failed_fraction`` outside [0, 1].
     """
 
-    def __init__(self, max_failed_fraction: float = 0.01,
+    def __init__(self, skip_unreadable: bool = False,
+                 max_failed_fraction: float = 0.01,
                  min_images: int = 100, **kwargs) -> None:
         super().__init__(**kwargs)
         if not 0 <= max_failed_fraction <= 1:
             raise ValueError('max_failed_fraction must be in [0, 1], got '
                              f'{max_failed_fraction}')
+        self.skip_unreadable = skip_unreadable
         self.max_failed_fraction = max_failed_fraction
         self.min_images = min_images
         self.read_files = set()
@@ -66,11 +83,15 @@ class LoadImageFromFileOrSkip(LoadImageFromFile):
         Returns:
             dict | None: ``results`` with ``img`` (H, W, 3) uint8 BGR,
             ``img_shape`` and ``ori_shape``; None when the image could not
-            be read.
+            be read and ``skip_unreadable`` is set.
 
         Raises:
+            Exception: mmcv's error for an unreadable image, without
+                ``skip_unreadable``.
             UnreadableImagesError: too many failures (see the class).
         """
+        if not self.skip_unreadable:
+            return super().transform(results)
         path = results['img_path']
         self.read_files.add(path)
         try:
@@ -98,6 +119,30 @@ class LoadImageFromFileOrSkip(LoadImageFromFile):
                 f'{sorted(self.failed_files)[:5]}); run '
                 'tools/analysis_tools/check_dataset.py on the config')
         return None
+
+    def __repr__(self) -> str:
+        return (super().__repr__()[:-1] +
+                f', skip_unreadable={self.skip_unreadable}, '
+                f'max_failed_fraction={self.max_failed_fraction}, '
+                f'min_images={self.min_images})')
+
+
+@TRANSFORMS.register_module()
+class LoadImageFromFileOrSkip(LoadImageFromFile):
+    """:class:`LoadImageFromFile` with ``skip_unreadable=True``, under the
+    name earlier configs used.
+
+    mmdet's ``analyze_results.py`` does not recognise this name as a
+    loading step (see the module docstring); new configs write
+    ``dict(type='LoadImageFromFile', skip_unreadable=True)``.
+
+    Args:
+        **kwargs: :class:`LoadImageFromFile` arguments.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault('skip_unreadable', True)
+        super().__init__(**kwargs)
 
 
 @TRANSFORMS.register_module()

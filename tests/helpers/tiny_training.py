@@ -22,6 +22,11 @@ from .paths import (BCCD_CLASSES, BCCD_CONFIG, REPO_ROOT, TESTS,
                     shared_data_dir)
 from .paths import TOOLS  # noqa: F401  (the tests import it from here too)
 
+#: the BCCD demo config in an installed package's configs
+#: (``ddetr_plugin/.mim/configs``), as a base that works from any directory
+BCCD_PACKAGE_CONFIG = ('ddetr_plugin::deformable_detr/'
+                       f'{BCCD_CONFIG.name}')
+
 _TINY = '''
 _base_ = {base!r}
 embed_dims = 64
@@ -119,7 +124,7 @@ def bccd_annotations(folder: Path, num_images: int) -> Path:
 def write_tiny_config(path: Path, ann_file: Path, *, dropout=0.0, flip=0.0,
                       batch_size=2, train_images=4, max_epochs=3,
                       val_begin=1, with_box_refine=True, as_two_stage=False,
-                      extra='') -> Path:
+                      extra='', base=None) -> Path:
     """Write a tiny config inheriting the BCCD demo config to ``path``.
 
     Args:
@@ -134,12 +139,15 @@ def write_tiny_config(path: Path, ann_file: Path, *, dropout=0.0, flip=0.0,
         val_begin (int): First validated epoch (> max_epochs: none).
         with_box_refine, as_two_stage (bool): The model variant.
         extra (str): Config lines appended at the end.
+        base (str, optional): What the config inherits instead of the
+            repository's BCCD demo config file, e.g. the same config of an
+            installed package, ``BCCD_PACKAGE_CONFIG``.
 
     Returns:
         Path: ``path``.
     """
     path.write_text(_TINY.format(
-        base=str(BCCD_CONFIG), ann_file=str(ann_file), dropout=dropout,
+        base=str(base or BCCD_CONFIG), ann_file=str(ann_file), dropout=dropout,
         flip=flip, batch_size=batch_size, train_images=train_images,
         max_epochs=max_epochs, val_begin=val_begin,
         with_box_refine=with_box_refine, as_two_stage=as_two_stage) + extra)

@@ -16,7 +16,10 @@ img_scale = (512, 384)  # (w, h): the 640x480 images at 0.8x
 
 train_pipeline = [
     # an unreadable image skips its sample (stops above 1% of the images)
-    dict(type='LoadImageFromFileOrSkip', backend_args={{_base_.backend_args}}),
+    dict(
+        type='LoadImageFromFile',
+        skip_unreadable=True,
+        backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True),
     # cells have no up or left: flip both ways
     dict(

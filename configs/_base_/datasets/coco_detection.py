@@ -10,8 +10,11 @@ multi_scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333),
                 (608, 1333), (640, 1333), (672, 1333), (704, 1333),
                 (736, 1333), (768, 1333), (800, 1333)]
 train_pipeline = [
-    # an unreadable image skips its sample (stops above 1% of the images)
-    dict(type='LoadImageFromFileOrSkip', backend_args=backend_args),
+    # an unreadable image skips its sample (stops above 1% of the images);
+    # our scope's LoadImageFromFile, under mmcv's name so that mmdet's tools
+    # (analyze_results.py) see the loading step
+    dict(type='LoadImageFromFile', skip_unreadable=True,
+         backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomFlip', prob=0.5),
     dict(
