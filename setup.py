@@ -193,7 +193,8 @@ EXTRAS = {
     # Hugging Face .safetensors checkpoints
     # (tools/model_converters/hf_to_ddetr.py)
     'hf': ['safetensors>=0.4'],
-    # mmengine's MLflowVisBackend in a config's vis_backends
+    # ResilientMLflowVisBackend in a config's vis_backends
+    # (configs/_base_/runtime/mlflow.py)
     'mlflow': ['mlflow>=2.0'],
     # mmdet's own analysis tools on our configs (docs/packaging.md)
     'analysis': ['seaborn>=0.13', 'psutil>=5.9'],
@@ -202,7 +203,8 @@ EXTRAS = {
 }
 EXTRAS['tests'] = sorted({
     'pytest>=8', 'pytest-xdist>=3', 'transformers>=4.40',
-    *EXTRAS['onnx'], *EXTRAS['hf'], *EXTRAS['analysis'], *EXTRAS['mim']})
+    *EXTRAS['onnx'], *EXTRAS['hf'], *EXTRAS['analysis'], *EXTRAS['mim'],
+    *EXTRAS['mlflow']})
 
 setup(
     name=PACKAGE,

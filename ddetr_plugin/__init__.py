@@ -24,12 +24,14 @@ circle):
 4. ``models``: the detector's components (ops, converters' load hook);
 5. ``datasets``: annotation conversion and checks, training transforms, the
    test-time preprocessing;
-6. ``visualization``: pictures of what a model does (models, datasets);
-7. ``engine``: what mmengine's Runner runs: runner, hooks, optimizer
+6. ``evaluation``: metrics (COCO's, keeping its precision-recall curves);
+7. ``visualization``: pictures of what a model does (models, datasets), the
+   per-class precision-recall curves, the MLflow visualizer backend;
+8. ``engine``: what mmengine's Runner runs: runner, hooks, optimizer
    wrapper, safe checkpoint loading and the loaders of released checkpoints;
-8. ``deployment``: ONNX export of a detector;
-9. ``apis``: inference with either backend (PyTorch, the exported ONNX
-   file).
+9. ``deployment``: ONNX export of a detector;
+10. ``apis``: inference with either backend (PyTorch, the exported ONNX
+    file).
 
 This root module sits above them all.
 """

@@ -10,7 +10,8 @@ A registry with ``locations`` imports them the first time a name is looked
 up in our scope, which registers our components there without
 ``custom_imports``: ``ddetr_plugin.models`` (models, task utils),
 ``ddetr_plugin.datasets.transforms`` (transforms),
-``ddetr_plugin.engine.hooks`` (hooks).
+``ddetr_plugin.engine.hooks`` (hooks), ``ddetr_plugin.evaluation``
+(metrics), ``ddetr_plugin.visualization`` (visualizer backends).
 """
 from mmdet.registry import DATA_SAMPLERS as MMDET_DATA_SAMPLERS
 from mmdet.registry import DATASETS as MMDET_DATASETS
@@ -70,11 +71,12 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
                                     MMDET_OPTIM_WRAPPER_CONSTRUCTORS)
 PARAM_SCHEDULERS = _child('parameter scheduler', MMDET_PARAM_SCHEDULERS)
 
-METRICS = _child('metric', MMDET_METRICS)
+METRICS = _child('metric', MMDET_METRICS, ['ddetr_plugin.evaluation'])
 EVALUATOR = _child('evaluator', MMDET_EVALUATOR)
 
 TASK_UTILS = _child('task util', MMDET_TASK_UTILS, _MODELS)
 
 VISUALIZERS = _child('visualizer', MMDET_VISUALIZERS)
-VISBACKENDS = _child('vis_backend', MMDET_VISBACKENDS)
+VISBACKENDS = _child('vis_backend', MMDET_VISBACKENDS,
+                     ['ddetr_plugin.visualization'])
 LOG_PROCESSORS = _child('log_processor', MMDET_LOG_PROCESSORS)

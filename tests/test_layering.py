@@ -24,6 +24,7 @@ LAYERS = (
     ('converters', ),
     ('models', ),
     ('datasets', ),
+    ('evaluation', ),
     ('visualization', ),
     ('engine', ),
     ('deployment', ),

@@ -39,6 +39,7 @@ from ddetr_plugin.datasets.dataset_check import (DatasetCheckError,
                                                  check_before_training,
                                                  format_reports)
 from ddetr_plugin.engine.distributed import destroy_process_group
+from ddetr_plugin.visualization.mlflow_vis_backend import MLflowTrackingError
 from ddetr_plugin.utils.package_configs import (ConfigNotFoundError,
                                                 load_config, resolve_config)
 
@@ -94,6 +95,8 @@ def main() -> None:
             sys.exit(str(error))
     try:
         runpy.run_path(MMDET_TRAIN, run_name='__main__')
+    except MLflowTrackingError as error:  # the server is down: one line
+        sys.exit(f'MLflowTrackingError: {error}')
     finally:  # tools/dist_train.sh: every rank leaves the group cleanly
         destroy_process_group()
 

@@ -10,6 +10,9 @@
 * ``NaNLossHook`` makes the first classification loss term computed in a
   chosen iteration (the first decoder layer's: ``d0.loss_cls``, or
   ``loss_cls`` with one decoder layer) NaN.
+* ``PauseAfterValidationHook`` holds training after a chosen epoch's
+  validation until the test lets it go on (e.g. once it has killed the
+  MLflow server).
 """
 import os
 import time
@@ -84,3 +87,28 @@ class NaNLossHook(Hook):
             return output * float('nan')
 
         handle = model.bbox_head.loss_cls.register_forward_hook(to_nan)
+
+
+@HOOKS.register_module()
+class PauseAfterValidationHook(Hook):
+    """After the validation of ``epoch`` (1-based), once every other hook
+    has handled it (lowest priority: the logger and the dashboards have
+    sent its metrics), write ``marker`` and wait until ``<marker>.go``
+    exists, so the test can do something (e.g. kill a server) exactly
+    between two epochs; then training goes on."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, epoch: int, marker: str, timeout: float = 600) -> None:
+        self.epoch, self.marker, self.timeout = epoch, marker, timeout
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if runner.epoch != self.epoch:
+            return
+        Path(self.marker).write_text(str(os.getpid()))
+        go = Path(f'{self.marker}.go')
+        deadline = time.monotonic() + self.timeout
+        while not go.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'nobody wrote {go}')
+            time.sleep(0.05)

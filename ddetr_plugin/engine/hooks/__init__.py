@@ -11,12 +11,15 @@ a hook, see :mod:`ddetr_plugin.registry`):
   :class:`FixedImagesVisualizationHook`: validation pictures for the
   dashboards;
 * :class:`SingleWriterLoggerHook`: mmengine's ``LoggerHook`` with one
-  writer of the test metrics file under ``tools/dist_test.sh``.
+  writer of the test metrics file under ``tools/dist_test.sh``;
+* :class:`PRCurveHook`: per-class precision-recall curves at every
+  validation, to TensorBoard, the work directory and MLflow.
 """
 from .checkpoint_hook import CrashSafeCheckpointHook
 from .dry_run_test_hook import DryRunError, DryRunTestHook
 from .finite_loss_hook import CheckFiniteLossHook
 from .fixed_images_visualization_hook import FixedImagesVisualizationHook
+from .pr_curve_hook import PRCurveHook
 from .pretrained_classes_hook import PretrainedClassesHook
 from .sampling_points_visualization_hook import \
     SamplingPointsVisualizationHook
@@ -25,6 +28,6 @@ from .single_writer_logger_hook import SingleWriterLoggerHook
 __all__ = [
     'CheckFiniteLossHook', 'CrashSafeCheckpointHook', 'DryRunError',
     'DryRunTestHook',
-    'FixedImagesVisualizationHook', 'PretrainedClassesHook',
+    'FixedImagesVisualizationHook', 'PRCurveHook', 'PretrainedClassesHook',
     'SamplingPointsVisualizationHook', 'SingleWriterLoggerHook'
 ]
