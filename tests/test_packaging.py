@@ -3,8 +3,8 @@ a wheel built from the repository and installed into a fresh virtual
 environment (``helpers.installed_package``) carries the compiled op, the
 configs and the tools (``ddetr_plugin/.mim``), and from a directory outside
 the repository a config inheriting ``ddetr_plugin::`` trains with ``mim
-train ddetr_plugin`` and is evaluated with ``mim test ddetr_plugin`` (our
-tools from the package's ``.mim/tools``).
+train ddetr_plugin``, is evaluated with ``mim test ddetr_plugin`` and is
+exported to ONNX (our tools from the package's ``.mim/tools``).
 
 The editable install of the test environment (``make install``) is
 checked too: its ``ddetr_plugin/.mim`` links the repository's folders, and
@@ -146,9 +146,10 @@ def test_package_config_trains_and_tests_from_another_directory(
         installed, tmp_path):
     """A user's project outside the repository: a config inheriting
     ``ddetr_plugin::`` (the BCCD demo config, shrunk to a tiny model)
-    trains for 2 iterations with ``mim train ddetr_plugin`` and is
-    evaluated with ``mim test ddetr_plugin``; the 3-line config of the
-    README loads and builds its detector there too."""
+    trains for 2 iterations with ``mim train ddetr_plugin``, is
+    evaluated with ``mim test ddetr_plugin`` and exported to ONNX with the
+    package's ``export_onnx.py``; the 3-line config of the README loads and
+    builds its detector there too."""
     python, _ = installed
     try:
         import mim  # noqa: F401
@@ -176,6 +177,13 @@ val_dataloader['dataset']['data_prefix'] = dict(img='{images}/')
                              '--work-dir', 'test'], cwd=project)
     assert 'coco/bbox_mAP' in test.stdout + test.stderr, (
         test.stdout[-3000:])
+    # ... and exports to ONNX with the package's own tool
+    export_tool = next(python.parents[1].glob(
+        'lib/python*/site-packages/ddetr_plugin/.mim/tools/deployment/'
+        'export_onnx.py'))
+    run_user(python, [export_tool, config.name, checkpoint, '--out',
+                      'model.onnx'], cwd=project)
+    assert (project / 'model.onnx').stat().st_size > 100_000
 
     three = project / 'my_config.py'
     three.write_text(THREE_LINES)
