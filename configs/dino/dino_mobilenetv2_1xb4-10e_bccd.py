@@ -8,7 +8,7 @@
 _base_ = [
     '../deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py'
 ]
-max_epochs = 9
+max_epochs = 10
 no_dropout = dict(dropout=0.0)
 model = dict(
     type='DINO',
