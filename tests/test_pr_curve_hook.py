@@ -17,7 +17,8 @@ vis_backends = [dict(type='LocalVisBackend'),
                 dict(type='TensorboardVisBackend')]
 visualizer = dict(vis_backends=vis_backends)
 default_hooks = dict(pr_curves=dict(type='PRCurveHook'))
-val_evaluator = dict(type='CocoMetricWithPRCurves', classwise=True)
+val_evaluator = dict(type='CocoMetricWithPRCurves', ann_file=ann_file,
+                     classwise=True)
 '''
 
 
@@ -84,7 +85,7 @@ def test_a_validation_writes_every_class_curve(tmp_path):
 
 
 @pytest.mark.parametrize('extra,message,validated', [
-    ("val_evaluator = dict(type='CocoMetric')",
+    ("val_evaluator = dict(type='CocoMetric', ann_file=ann_file)",
      "PRCurveHook needs the validation evaluator to hold a "
      r"CocoMetricWithPRCurves .* got \['CocoMetric'\]", False),
     pytest.param(
