@@ -6,13 +6,12 @@ tools/infer.py draws one real image.
 Every test here needs the trained model (the module fixture trains for a few
 minutes), so all are marked ``slow``."""
 import json
-import subprocess
-import sys
 import warnings
 
 import pytest
 from helpers.paths import (BCCD_CLASSES, REPO_ROOT, missing_in_ci_fails,
                           shared_data_dir)
+from helpers.tiny_training import run_tool
 
 # every test uses the `trained` fixture: slow, and on one pytest-xdist
 # worker, which trains once
@@ -24,9 +23,7 @@ WEIGHTS = REPO_ROOT / 'checkpoints' / 'mobilenetv2_imagenet_mmdet.pth'
 
 
 def _run(*args):
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_tool(*args, timeout=600)
     return proc.stdout + proc.stderr
 
 

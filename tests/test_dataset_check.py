@@ -4,12 +4,11 @@ tools/train.py, the command line tool and its JSON report, and that no input
 file is ever modified."""
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
 from helpers.hostile_corpus import build_corpus, file_hashes, tiny_config
 from helpers.paths import REPO_ROOT, shared_data_dir
+from helpers.tiny_training import run_tool
 
 from ddetr_plugin.datasets.dataset_check import (KINDS, DatasetCheckError,
                                                  check_before_training,
@@ -165,9 +164,7 @@ def test_command_line_tool(corpus, tmp_path):
                                               '.json')
     cfg.dump(config)
     out = tmp_path / 'report.json'
-    proc = subprocess.run(
-        [sys.executable, tool, config, '--out', out], cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=300)
+    proc = run_tool(tool, config, '--out', out, check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert 'ERROR unreadable_image' in proc.stdout
     assert 'truncated.jpg' in proc.stdout
@@ -177,8 +174,6 @@ def test_command_line_tool(corpus, tmp_path):
     assert report['errors'] is True
     assert [s['split'] for s in report['splits']] == ['train', 'val']
     assert report['splits'][0]['counts'] == {'unreadable_image': 1}
-    proc = subprocess.run(
-        [sys.executable, tool, config, '--split', 'val'], cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=300)
+    proc = run_tool(tool, config, '--split', 'val', check=False)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert file_hashes(root) == hashes

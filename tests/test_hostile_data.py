@@ -6,8 +6,6 @@ are skipped and counted up to a fraction; boxes are clipped and dropped;
 batches without any object give finite losses and gradients."""
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import torch
 from helpers.ddetr_model_utils import make_batch
 from helpers.hostile_corpus import build_corpus, file_hashes, tiny_config
 from helpers.paths import REPO_ROOT, shared_data_dir
+from helpers.tiny_training import run_tool
 from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
@@ -36,9 +35,7 @@ def corpus(tmp_path_factory):
 
 
 def _train(config, *args):
-    return subprocess.run([sys.executable, TRAIN, config, *args],
-                          cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return run_tool(TRAIN, config, *args, timeout=600, check=False)
 
 
 def test_train_refuses_before_the_first_iteration(corpus, tmp_path):

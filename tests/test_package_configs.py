@@ -12,6 +12,7 @@ from pathlib import Path
 import mmengine.hub
 import pytest
 from helpers.paths import BCCD_CONFIG, REPO_ROOT, TOOLS
+from helpers.tiny_training import run_tool
 from mmengine.config import Config
 from mmengine.config import utils as config_utils
 
@@ -152,11 +153,10 @@ def test_tools_exit_naming_the_config_folder(tool, where, tmp_path):
     if where == 'base':
         config = str(tmp_path / 'mine.py')
         Path(config).write_text(f'_base_ = {wrong!r}\n')
-    args = [sys.executable, str(TOOLS / tool), config]
+    args = [TOOLS / tool, config]
     if tool == 'test.py':
-        args.append(str(tmp_path / 'none.pth'))
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+        args.append(tmp_path / 'none.pth')
+    proc = run_tool(*args, cwd=tmp_path, check=False)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert str(config_dir()) in proc.stderr
     assert f'closest: ddetr_plugin::{BCCD}' in proc.stderr

@@ -31,7 +31,8 @@ from helpers.paths import BCCD_CONFIG, shared_data_dir
 from helpers.processes import kill_tree
 from helpers.tiny_training import (TOOLS, bccd_annotations, free_port,
                                    last_checkpoint, load_checkpoint,
-                                   run_tool, tool_env, write_tiny_config)
+                                   run_tool, start_tool, tool_env,
+                                   write_tiny_config)
 
 MOMENTS = ('iteration', 'validation', 'save')
 # the tiny untrained model has COCO mAP 0 at IoU >= 0.5: evaluate at lower
@@ -78,27 +79,25 @@ custom_hooks = [dict(type='WaitForKillHook', moment={moment!r}, epoch=2,
     log = root / f'kill_at_{moment}.log'
     args = ['--work-dir', str(work_dir)] + (['--resume'] if resume else [])
     if procs:
-        command = ['bash', str(TOOLS / 'dist_train.sh'), str(waiting),
-                   str(procs)] + args
-        env = tool_env(PORT=free_port(), PYTHON=sys.executable)
+        with open(log, 'w') as out:
+            proc = subprocess.Popen(
+                ['bash', str(TOOLS / 'dist_train.sh'), str(waiting),
+                 str(procs)] + args, cwd=TOOLS.parent,
+                env=tool_env(PORT=free_port(), PYTHON=sys.executable),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     else:
-        command = [sys.executable, str(TOOLS / 'train.py'), str(waiting)
-                   ] + args
-        env = tool_env()
-    with open(log, 'w') as out:
-        proc = subprocess.Popen(command, cwd=TOOLS.parent, env=env,
-                                stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while not marker.exists():
-                assert proc.poll() is None, log.read_text()[-5000:]
-                assert time.monotonic() < deadline, f'never reached {moment}'
-                time.sleep(0.05)
-        finally:
-            # torchrun starts each worker in a session of its own: the
-            # whole tree, not only this process group
-            kill_tree(proc)
+        proc = start_tool(TOOLS / 'train.py', waiting, *args, log=log,
+                          new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None, log.read_text()[-5000:]
+            assert time.monotonic() < deadline, f'never reached {moment}'
+            time.sleep(0.05)
+    finally:
+        # torchrun starts each worker in a session of its own: the
+        # whole tree, not only this process group
+        kill_tree(proc)
     return log.read_text()
 
 

@@ -5,8 +5,6 @@ offsets, under resizing and padding; the capture leaves the outputs
 unchanged; the figures, the CLI and the validation hooks write real
 pictures."""
 import copy
-import subprocess
-import sys
 import warnings
 
 import mmcv
@@ -16,6 +14,7 @@ import torch
 from helpers.ddetr_model_utils import (build_our_model, load_our_config,
                                        perturb_)
 from helpers.paths import BCCD_CLASSES, REPO_ROOT, shared_data_dir
+from helpers.tiny_training import run_tool
 
 from ddetr_plugin.datasets.preprocessing import Preprocessor, read_image
 from ddetr_plugin.visualization import (capture_sampling_points,
@@ -170,12 +169,9 @@ def test_cli_writes_pictures(model_cfg, tmp_path):
     cfg.test_dataloader.dataset.pipeline[1].scale = SCALE
     config, checkpoint = _write_small_checkpoint(tmp_path, cfg, model)
     image = shared_data_dir('bccd', 'BCCD', 'JPEGImages', IMAGE)
-    proc = subprocess.run(
-        [sys.executable, 'tools/analysis_tools/vis_sampling_points.py',
-         str(config), str(checkpoint), str(image), '--out-dir',
-         str(tmp_path / 'out'), '--topk', '2', '--pixel', '320', '240'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_tool('tools/analysis_tools/vis_sampling_points.py', config,
+             checkpoint, image, '--out-dir', tmp_path / 'out', '--topk', '2',
+             '--pixel', '320', '240')
     written = sorted(p.name for p in (tmp_path / 'out').iterdir())
     assert len(written) == 3 and 'encoder_x320_y240.png' in written
     assert mmcv.imread(str(tmp_path / 'out' / written[0])).shape[:2] == (

@@ -1,12 +1,11 @@
 """VOC -> COCO conversion on the real BCCD data, and its error handling."""
 import json
-import subprocess
-import sys
 import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
 from helpers.paths import BCCD_CLASSES, REPO_ROOT, shared_data_dir
+from helpers.tiny_training import run_tool
 
 from ddetr_plugin.datasets.voc_to_coco import (DroppedBoxWarning,
                                                convert_voc_split,
@@ -137,11 +136,9 @@ def test_mmdet_coco_dataset_reads_it(converted, bccd_root):
 
 
 def test_cli(bccd_root, tmp_path):
-    res = subprocess.run(
-        [sys.executable,
-         str(REPO_ROOT / 'tools' / 'dataset_converters' / 'voc_to_coco.py'),
-         str(bccd_root), str(tmp_path), '--splits', 'val', 'test'],
-        capture_output=True, text=True, check=True)
+    res = run_tool(
+        REPO_ROOT / 'tools' / 'dataset_converters' / 'voc_to_coco.py',
+        bccd_root, tmp_path, '--splits', 'val', 'test')
     assert 'val: 87 images, 1137 boxes kept' in res.stdout
     assert '1 dropped' in res.stdout and '0 dropped' in res.stdout
     assert 'BloodImage_00338.xml' in res.stdout
