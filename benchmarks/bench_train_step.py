@@ -1,15 +1,23 @@
-"""Time a training step and an inference of R50 Deformable DETR: ours vs mmdet.
+"""Time a training step and an inference of R50 Deformable DETR: ours vs mmdet,
+and our step against its matrix-product floor.
 
 Both models are built from their own configs (mmdet 3.3's
 ``deformable-detr_r50_16xb2-50e_coco.py`` and ours of the same name, or the
 ``--variant`` given); mmdet's weights are converted with
 :func:`ddetr_plugin.converters.mmdet_to_ddetr` and loaded into ours, so both
-compute the same function. One step = data preprocessing, forward, loss,
-backward and an AdamW step; inference = ``predict`` in eval mode without
-gradients. Runs alternate ours/mmdet and the medians are reported with their
-ratio; mmdet runs mmcv's MSDA (its pure-PyTorch fallback on CPU). A third
-model, ``ours+cd``, is ours with the opt-in ``counter_dropout`` (dropout
-masks by a hash instead of torch's Bernoulli draws; same weights).
+compute the same function (our configs' dropout is counter-based, mmdet's is
+torch's: same rates, different draws). One step = data preprocessing,
+forward, loss, backward and an AdamW step; inference = ``predict`` in eval
+mode without gradients. Runs alternate ours/mmdet and the medians are
+reported with their ratio; mmdet runs mmcv's MSDA (its pure-PyTorch fallback
+on CPU).
+
+The floor: one more step of ours under ``torch.profiler``; the self time of
+the matrix products and convolutions (forward and backward: ``aten::mm``,
+``addmm``, ``bmm``, ``mkldnn_convolution``, ``convolution_backward``, ...)
+is what the step would take if everything else were free. The benchmark
+prints the step over that floor and the ten ops with the most self time
+outside it (where the rest goes).
 
 Usage::
 
@@ -32,7 +40,6 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
 from ddetr_plugin.converters import mmdet_to_ddetr
-from ddetr_plugin.models.layers import use_counter_dropout
 from ddetr_plugin.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +97,33 @@ def timed(fn, *args):
     return time.perf_counter() - start
 
 
+#: torch ops whose self time is matrix-product or convolution arithmetic
+FLOOR_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm',
+             'aten::addbmm', 'aten::matmul', 'aten::linear',
+             'aten::mkldnn_convolution', 'aten::convolution_backward',
+             'aten::_convolution', 'aten::convolution', 'aten::conv2d',
+             'aten::_mkldnn_convolution', 'aten::mkldnn_linear')
+
+
+def matrix_product_floor(model, optimizer, batch) -> dict:
+    """One training step of ``model`` under ``torch.profiler``: its time,
+    the self time of :data:`FLOOR_OPS`, and the ten other ops with the most
+    self time (name, seconds)."""
+    from torch.profiler import ProfilerActivity, profile
+    model.train()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step = timed(train_step, model, optimizer, batch)
+    floor, others = 0.0, []
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        if event.key in FLOOR_OPS:
+            floor += seconds
+        else:
+            others.append((event.key, seconds))
+    others.sort(key=lambda item: -item[1])
+    return dict(step=step, floor=floor, others=others[:10])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--variant',
@@ -106,9 +140,7 @@ def main():
     ours = build(ROOT / 'configs' / 'deformable_detr' / args.variant,
                  MODELS, 'ddetr_plugin')
     ours.load_state_dict(mmdet_to_ddetr(theirs.state_dict()), strict=True)
-    ours_counter_dropout = copy.deepcopy(ours)
-    use_counter_dropout(ours_counter_dropout.transformer)
-    models = {'ours': ours, 'ours+cd': ours_counter_dropout, 'mmdet': theirs}
+    models = {'ours': ours, 'mmdet': theirs}
     optimizers = {
         name: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=1e-4)
         for name, m in models.items()
@@ -146,9 +178,17 @@ def main():
     for name, ratio in speedup.items():
         print(f'{"x " + name:<8}{ratio["train"]:>13.2f}x'
               f'{ratio["infer"]:>12.2f}x')
+    floor = matrix_product_floor(ours, optimizers['ours'], batch)
+    print(f'ours under the profiler: step {floor["step"]:.2f} s, matrix '
+          f'products and convolutions {floor["floor"]:.2f} s: step = '
+          f'{floor["step"] / floor["floor"]:.2f}x its floor')
+    print('most self time outside the floor:')
+    for name, seconds in floor['others']:
+        print(f'  {name:<40}{seconds:>7.3f} s')
     print(json.dumps(dict(variant=args.variant, batch=args.batch,
                           size=args.size, threads=torch.get_num_threads(),
-                          seconds=medians, speedup=speedup)))
+                          seconds=medians, speedup=speedup,
+                          floor=floor)))
 
 
 if __name__ == '__main__':

@@ -41,10 +41,6 @@ model = dict(
     transformer=dict(
         num_queries=100,  # BCCD has at most 28 cells per training image
         num_feature_levels=num_levels,
-        # dropout masks from a hash of (seed, element index) instead of
-        # torch's serial Bernoulli draws, same p (docs/operator.md,
-        # "Counter-based dropout")
-        counter_dropout=True,
         encoder=dict(
             num_layers=num_layers,
             layer_cfg=dict(self_attn_cfg=dict(num_levels=num_levels))),

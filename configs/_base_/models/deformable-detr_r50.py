@@ -3,7 +3,14 @@
 # M=8 heads, K=4 sampling points, 300 queries, focal 2 / L1 5 / GIoU 2.
 deformable_attn_cfg = dict(  # MultiScaleDeformableAttention
     embed_dims=256, num_heads=8, num_levels=4, num_points=4, dropout=0.1)
-ffn_cfg = dict(embed_dims=256, feedforward_channels=1024, ffn_drop=0.1)
+ffn_cfg = dict(
+    embed_dims=256,
+    feedforward_channels=1024,
+    ffn_drop=0.1,
+    # mmcv's default ReLU is in place: on the output of a linear layer
+    # (a view of its matrix product) autograd then clones, zero-fills and
+    # copies the whole hidden activation per layer; the same function
+    act_cfg=dict(type='ReLU', inplace=False))
 model = dict(
     type='DeformableDETR',
     with_box_refine=False,
@@ -36,6 +43,12 @@ model = dict(
     transformer=dict(
         type='DeformableDETRTransformer',
         num_queries=300,
+        # dropout masks from a hash of (seed, step, element index) instead
+        # of torch's serial Bernoulli draws, same p and expectation: a
+        # faster step, reproducible across thread counts
+        # (docs/operator.md, "Counter-based dropout"); False gives
+        # torch's nn.Dropout
+        counter_dropout=True,
         num_feature_levels=4,
         positional_encoding=dict(
             type='SinePositionalEncoding',

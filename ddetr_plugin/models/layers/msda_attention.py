@@ -170,6 +170,9 @@ class MultiScaleDeformableAttention(BaseModule):
                         ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Where each query samples, and with which weights (Eq. 3).
 
+        The ``sampling_offsets`` and ``attention_weights`` projections
+        (separate parameters, mmcv's keys) run as one matrix product.
+
         Args:
             query (Tensor): (B, Q, C) batch-first, ``query_pos`` included.
             reference_points (Tensor): (B, Q, L, 2) normalised ``(x, y)``
@@ -188,30 +191,48 @@ class MultiScaleDeformableAttention(BaseModule):
             ValueError: ``reference_points`` whose last dim is not 2 or 4.
         """
         batch, num_queries, _ = query.shape
-        sampling_offsets = self.sampling_offsets(query).view(
-            batch, num_queries, self.num_heads, self.num_levels,
-            self.num_points, 2)
-        attention_weights = self.attention_weights(query).view(
-            batch, num_queries, self.num_heads,
-            self.num_levels * self.num_points).softmax(-1).view(
-                batch, num_queries, self.num_heads, self.num_levels,
-                self.num_points)
-
-        if reference_points.shape[-1] == 2:
-            # offsets are in pixels of each level: normalise by (W, H)
-            offset_normalizer = spatial_shapes.flip(-1).to(query.dtype)
-            sampling_locations = (
-                reference_points[:, :, None, :, None, :] +
-                sampling_offsets / offset_normalizer[None, None, None, :,
-                                                     None, :])
-        elif reference_points.shape[-1] == 4:
-            # offsets are relative to the box size (box refinement, Sec. 4.2)
-            sampling_locations = (
-                reference_points[:, :, None, :, None, :2] +
-                sampling_offsets / self.num_points *
-                reference_points[:, :, None, :, None, 2:] * 0.5)
-        else:
+        heads, levels, points = (self.num_heads, self.num_levels,
+                                 self.num_points)
+        if reference_points.shape[-1] not in (2, 4):
             raise ValueError('reference_points must end in 2 (x, y) or 4 '
                              '(cx, cy, w, h), got shape '
                              f'{tuple(reference_points.shape)}')
+        # both projections read the query: one matrix product,
+        # (B, Q, C) -> (B, Q, M*L*P*2 + M*L*P), split along the last dim
+        num_offsets = self.sampling_offsets.out_features
+        projected = nn.functional.linear(
+            query,
+            torch.cat((self.sampling_offsets.weight,
+                       self.attention_weights.weight)),
+            torch.cat((self.sampling_offsets.bias,
+                       self.attention_weights.bias)))
+        sampling_offsets, attention_logits = projected.split(
+            (num_offsets, projected.shape[-1] - num_offsets), -1)
+        # (B, Q, M*L*P) -> (B, Q, M, L*P), softmax, -> (B, Q, M, L, P)
+        attention_weights = attention_logits.reshape(
+            batch, num_queries, heads, levels * points).softmax(-1).view(
+                batch, num_queries, heads, levels, points)
+        # (B, Q, M*L*P*2) -> (B, Q, M, L, P*2): P (x, y) pairs per level;
+        # every broadcast below has a contiguous innermost dim of P*2
+        # (vectorised), and the arithmetic is mmcv's, in its order
+        sampling_offsets = sampling_offsets.view(
+            batch, num_queries, heads, levels, points * 2)
+        # (B, Q, L, 2) -> (B, Q, 1, L, P*2): where each point starts
+        start = reference_points[..., :2].repeat(1, 1, 1, points)[:, :, None]
+        if reference_points.shape[-1] == 2:
+            # offsets are in pixels of each level: normalise by (W, H);
+            # (L, 2) -> (L, P*2)
+            offset_normalizer = spatial_shapes.flip(-1).to(
+                query.dtype).repeat(1, points)
+            sampling_locations = start + sampling_offsets / offset_normalizer
+        else:
+            # offsets are relative to the box size (box refinement, Sec.
+            # 4.2); (B, Q, L, 2) -> (B, Q, 1, L, P*2)
+            size = reference_points[..., 2:].repeat(1, 1, 1,
+                                                    points)[:, :, None]
+            sampling_locations = (
+                start + sampling_offsets / points * size * 0.5)
+        # (B, Q, M, L, P*2) -> (B, Q, M, L, P, 2)
+        sampling_locations = sampling_locations.view(
+            batch, num_queries, heads, levels, points, 2)
         return sampling_locations, attention_weights
