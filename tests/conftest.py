@@ -19,6 +19,20 @@ def pytest_configure(config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first: the ``xdist_group`` ones (trainings that
+    share a fixture), then the other ``slow`` ones, then the rest, each in
+    file order. Under pytest-xdist the long runs then start at once on
+    every worker and the short tests fill the end, instead of one worker
+    finishing a long group alone (``make test``: 600 s in file order, 555 s
+    so, on 2 cores)."""
+    def rank(item):
+        if item.get_closest_marker('xdist_group') is not None:
+            return 0
+        return 1 if item.get_closest_marker('slow') is not None else 2
+    items.sort(key=rank)
+
+
 @pytest.fixture
 def plugin_scope():
     """Run the test with ``ddetr_plugin`` as mmengine's default scope.

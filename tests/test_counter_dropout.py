@@ -324,9 +324,15 @@ def test_transformer_with_counter_dropout():
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
-def test_transformer_config_flag():
-    """Off by default (torch's dropout, as mmdet); the BCCD demo turns it
-    on, for every dropout layer of its transformer."""
+@pytest.mark.parametrize('config', [
+    'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    'deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py',
+    'dino/dino-4scale_r50_8xb2-12e_coco.py'])
+def test_configs_turn_it_on(config):
+    """The class keeps torch's dropout by default (as mmdet); every config
+    of ours turns counter dropout on for every dropout layer of its
+    transformer (through the model base), and its FFNs' ReLU is out of
+    place."""
     from helpers.paths import REPO_ROOT
     from mmengine.config import Config
     from test_transformer import _transformer
@@ -335,11 +341,12 @@ def test_transformer_config_flag():
     assert not any(
         isinstance(m, CounterDropout)
         for m in _transformer(as_two_stage=False).modules())
-    cfg = Config.fromfile(
-        REPO_ROOT / 'configs' / 'deformable_detr' /
-        'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+    cfg = Config.fromfile(REPO_ROOT / 'configs' / config)
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     layers = [m for m in model.transformer.modules()
               if isinstance(m, nn.Dropout)]
     assert layers and all(isinstance(m, CounterDropout) for m in layers)
+    relus = [m for m in model.transformer.modules()
+             if isinstance(m, nn.ReLU)]
+    assert relus and not any(m.inplace for m in relus)
