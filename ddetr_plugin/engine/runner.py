@@ -3,7 +3,7 @@ resume exactly.
 
 Selected by ``runner_type`` in ``configs/_base_/default_runtime.py``, so
 ``tools/train.py``/``tools/test.py`` (mmdet's scripts) build it. It changes
-six things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
+seven things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
 
 * every class gets a drawing colour: a dataset ``metainfo.palette`` shorter
   than its ``classes`` (e.g. inherited from a base config) is completed
@@ -24,7 +24,9 @@ six things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
 * every process's random state (:mod:`.random_state`) is saved with each
   checkpoint, in the message hub's runtime info (``random_state``, one entry
   per rank), and restored by :meth:`DeformableDETRRunner.resume`, so an
-  interrupted and resumed run continues the same random streams.
+  interrupted and resumed run continues the same random streams;
+* ``compile=True`` compiles the detector's forward, not ``train_step``
+  (:meth:`DeformableDETRRunner._maybe_compile`).
 """
 import os.path as osp
 from typing import Dict, Optional
@@ -106,6 +108,33 @@ class DeformableDETRRunner(Runner):
         wrapper_cfg.update(model_wrapper_cfg or {})
         return MODEL_WRAPPERS.build(
             wrapper_cfg, default_args=dict(module=model))
+
+    def _maybe_compile(self, target: str) -> None:
+        """``compile`` of the config (mmengine's switch: True, or
+        ``torch.compile``'s keyword arguments) compiles the detector's
+        ``forward`` in place (``nn.Module.compile``; the state_dict keys do
+        not change), instead of mmengine's ``torch.compile`` of
+        ``model.train_step``: that also traces the optimizer step, on which
+        torch 2.13's dynamo fails with our optimizer wrappers
+        (``InternalTorchDynamoError`` in ``_set_capturable``), and the
+        matching (scipy) cuts the graph there anyway. Costs and gains on CPU:
+        docs/benchmarks.md ("torch.compile").
+
+        Args:
+            target (str): the method mmengine would compile
+                (``'train_step'``); the forward is compiled whatever it is.
+        """
+        compile_cfg = self.cfg.get('compile', None)
+        if compile_cfg is None or compile_cfg is False:
+            return
+        compile_cfg = {} if compile_cfg is True else dict(compile_cfg)
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        if getattr(model, '_compiled_call_impl', None) is None:
+            model.compile(**compile_cfg)
+            self.logger.info('The detector\'s forward is compiled '
+                             f'(torch.compile, {compile_cfg}); the first '
+                             'iterations are slow.')
 
     def build_train_loop(self, loop):
         """``Runner.build_train_loop`` on a per-sample seeded dataloader.
