@@ -7,7 +7,7 @@ artifact: tests/test_mlflow_vis_backend.py.)"""
 import numpy as np
 import pytest
 from helpers.tiny_training import (bccd_annotations, scalar_records,
-                                   write_tiny_config)
+                                   validation_runner, write_tiny_config)
 
 from ddetr_plugin.engine.hooks import PRCurveHook
 from ddetr_plugin.evaluation import class_pr_curves
@@ -25,20 +25,10 @@ val_evaluator = dict(type='CocoMetricWithPRCurves', ann_file=ann_file,
 def _validating_runner(tmp_path, extra: str):
     """A Runner of the tiny BCCD config that only validates."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
     ann_file = bccd_annotations(tmp_path, 4)
     cfg = Config.fromfile(write_tiny_config(tmp_path / 'pr.py', ann_file,
                                             extra=extra))
-    cfg.work_dir = str(tmp_path / 'work')
-    # mmengine reuses a visualizer of the same name made by an earlier test
-    # in this process (with that test's save_dir): give this Runner its own
-    cfg.visualizer.name = f'visualizer_{tmp_path.name}'
-    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
-                'param_scheduler', 'test_dataloader', 'test_cfg',
-                'test_evaluator', 'auto_scale_lr'):
-        cfg[key] = None  # validation only
-    cfg.default_hooks.checkpoint = None  # save_best needs a training run
-    return Runner.from_cfg(cfg)
+    return validation_runner(cfg, tmp_path / 'work')
 
 
 @pytest.mark.slow  # a validation: 5-15 s on 2 busy cores

@@ -14,7 +14,7 @@ import torch
 from helpers.ddetr_model_utils import (build_our_model, load_our_config,
                                        perturb_)
 from helpers.paths import BCCD_CLASSES, REPO_ROOT, shared_data_dir
-from helpers.tiny_training import run_tool
+from helpers.tiny_training import run_tool, validation_runner
 
 from ddetr_plugin.datasets.preprocessing import Preprocessor, read_image
 from ddetr_plugin.visualization import (capture_sampling_points,
@@ -184,7 +184,6 @@ def test_bccd_config_hooks_log_pictures_at_validation(tmp_path):
     the fixed val images (beside ground truth) and the sampling points of
     the chosen ones, to the local backend and TensorBoard."""
     from mmengine.config import Config
-    from mmengine.runner import Runner
 
     from ddetr_plugin.datasets.voc_to_coco import convert_voc_to_coco
     bccd = shared_data_dir('bccd', 'BCCD')
@@ -204,16 +203,7 @@ def test_bccd_config_hooks_log_pictures_at_validation(tmp_path):
     cfg.val_dataloader.num_workers = 0
     cfg.val_dataloader.persistent_workers = False
     cfg.val_evaluator.ann_file = ann_file
-    cfg.work_dir = str(tmp_path / 'work')
-    # mmengine reuses a visualizer of the same name made by an earlier test
-    # in this process (with that test's save_dir): give this Runner its own
-    cfg.visualizer.name = f'visualizer_{tmp_path.name}'
-    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
-                'param_scheduler', 'test_dataloader', 'test_cfg',
-                'test_evaluator', 'auto_scale_lr'):
-        cfg[key] = None  # validation only
-    cfg.default_hooks.checkpoint = None  # save_best needs a training run
-    runner = Runner.from_cfg(cfg)
+    runner = validation_runner(cfg, tmp_path / 'work')
     runner.val()
     images = {p.name for p in (tmp_path / 'work').glob(
         '*/vis_data/vis_image/*.png')}

@@ -155,6 +155,25 @@ def write_tiny_config(path: Path, ann_file: Path, *, dropout=0.0, flip=0.0,
     return path
 
 
+def validation_runner(cfg, work_dir: Path):
+    """A Runner of ``cfg`` that only validates, writing to ``work_dir``.
+
+    Training, testing and checkpointing are removed from ``cfg`` (in
+    place), and the visualizer gets a name of its own: mmengine reuses a
+    visualizer of the same name made by an earlier test in this process
+    (with that test's ``save_dir``).
+    """
+    from mmengine.runner import Runner
+    cfg.work_dir = str(work_dir)
+    cfg.visualizer.name = f'visualizer_{Path(work_dir).parent.name}'
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
+                'param_scheduler', 'test_dataloader', 'test_cfg',
+                'test_evaluator', 'auto_scale_lr'):
+        cfg[key] = None  # validation only
+    cfg.default_hooks.checkpoint = None  # save_best needs a training run
+    return Runner.from_cfg(cfg)
+
+
 def tool_env(threads=1, **extra) -> dict:
     """Environment of a tool subprocess: ``tests/`` importable (for the
     hooks of ``helpers.fault_injection``), ``threads`` OpenMP threads."""
