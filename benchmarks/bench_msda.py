@@ -117,16 +117,21 @@ def run_once(fn, inputs, backward):
     return out
 
 
-def median_ms(fn, inputs, backward, device, repeats):
-    run_once(fn, inputs, backward)  # warm-up
-    times = []
+def median_ms(fns, inputs, backward, device, repeats):
+    """Median milliseconds of each of ``fns`` (name -> callable), the
+    implementations alternated run by run so that all of them see the same
+    load on a shared machine."""
+    for fn in fns.values():
+        run_once(fn, inputs, backward)  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        run_once(fn, inputs, backward)
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            run_once(fn, inputs, backward)
+            sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _status_kib(field):
@@ -207,24 +212,27 @@ def main():
         machine = torch.cuda.get_device_name()
     print(f'# MSDA benchmark on {machine}, {args.dtype}, B={BATCH}, '
           f'{NUM_HEADS} heads x {HEAD_DIM}, {NUM_POINTS} points, '
-          f'median of {args.repeats}')
+          f'median of {args.repeats}, implementations alternated')
     header = (f'{"shape":<14}{"impl":<14}{"fwd ms":>10}{"fwd+bwd ms":>12}'
               f'{"peak MiB":>10}{"fwd x":>8}{"fwd+bwd x":>11}')
     print(header)
     rows = []
     for shape in args.shapes:
         inputs = make_inputs(shape, args.device, dtype)
-        results = {}
-        for name, fn in impls.items():
-            results[name] = dict(
-                forward_ms=median_ms(fn, inputs, False, args.device,
-                                     args.repeats),
-                forward_backward_ms=median_ms(fn, inputs, True, args.device,
-                                              args.repeats),
+        forward = median_ms(impls, inputs, False, args.device, args.repeats)
+        forward_backward = median_ms(impls, inputs, True, args.device,
+                                     args.repeats)
+        results = {
+            name: dict(
+                forward_ms=forward[name],
+                forward_backward_ms=forward_backward[name],
                 peak_mib=None if args.no_memory else peak_mib(
                     name, shape, args.device, dtype))
-        baseline = 'mmcv-cuda' if 'mmcv-cuda' in results else (
-            'mmcv-pytorch' if 'mmcv-pytorch' in results else 'reference')
+            for name in impls
+        }
+        baseline = next(name for name in ('mmcv-cuda', 'mmcv-pytorch',
+                                          'reference', 'ours')
+                        if name in results)
         for name, r in results.items():
             r['forward_speedup'] = (results[baseline]['forward_ms'] /
                                     r['forward_ms'])
