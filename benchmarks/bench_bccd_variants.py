@@ -35,7 +35,7 @@ from ddetr_plugin.registry import MODELS
 VARIANTS = [
     ROOT / 'configs' / 'h_deformable_detr' /
     'h-deformable-detr-refine_mobilenetv2_1xb4-10e_bccd.py',
-    ROOT / 'configs' / 'dino' / 'dino_mobilenetv2_1xb4-10e_bccd.py',
+    ROOT / 'configs' / 'dino' / 'dino_mobilenetv2_1xb4-11e_bccd.py',
 ]
 DEMO_EPOCHS = 13
 NUM_BATCHES = 3

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures('plugin_scope')
 
 BCCD_CONFIGS = [
     'deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py',
-    'dino/dino_mobilenetv2_1xb4-10e_bccd.py',
+    'dino/dino_mobilenetv2_1xb4-11e_bccd.py',
     'h_deformable_detr/h-deformable-detr-refine_mobilenetv2_1xb4-10e_bccd.py',
 ]
 
