@@ -1,6 +1,7 @@
 """``channels_last``: the detector hands the backbone channels-last images;
 the detections, losses and gradients are those of the default layout (the
-same weights, to float rounding), and the BCCD configs turn it on."""
+same weights, to float rounding), and our configs turn it on (the model
+base)."""
 import copy
 
 import pytest
@@ -15,10 +16,13 @@ from ddetr_plugin.registry import MODELS
 
 pytestmark = pytest.mark.usefixtures('plugin_scope')
 
-BCCD_CONFIGS = [
-    'deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py',
+BCCD_DEMO = 'deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py'
+CONFIGS = [
+    BCCD_DEMO,
     'dino/dino_mobilenetv2_1xb4-11e_bccd.py',
     'h_deformable_detr/h-deformable-detr-refine_mobilenetv2_1xb4-10e_bccd.py',
+    'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    'dino/dino-4scale_r50_8xb2-12e_coco.py',
 ]
 
 
@@ -28,21 +32,22 @@ def _config(name):
     return cfg
 
 
-@pytest.mark.parametrize('name', BCCD_CONFIGS)
-def test_bccd_configs_turn_it_on(name):
+@pytest.mark.parametrize('name', CONFIGS)
+def test_configs_turn_it_on(name):
     assert _config(name).model.channels_last is True
 
 
-def test_off_by_default():
-    cfg = _config('deformable_detr/deformable-detr_r50_16xb2-50e_coco.py')
-    assert 'channels_last' not in cfg.model  # the class default: False
+def test_class_default_is_off():
+    """As mmdet's detectors: the default memory format."""
+    cfg = _config(CONFIGS[3])
+    cfg.model.pop('channels_last')
     assert MODELS.build(cfg.model).channels_last is False
 
 
 @pytest.fixture
 def model_pair():
     """The BCCD demo model with and without channels_last, same weights."""
-    cfg = _config(BCCD_CONFIGS[0])
+    cfg = _config(BCCD_DEMO)
     torch.manual_seed(0)
     channels_last = MODELS.build(cfg.model)
     channels_last.init_weights()

@@ -21,9 +21,6 @@ max_epochs = 13
 
 model = dict(
     with_box_refine=True,
-    # MobileNetV2's depthwise convolutions run 1.45x faster on the CPU in
-    # channels-last memory (docs/benchmarks.md, "Channels-last backbone")
-    channels_last=True,
     data_preprocessor=dict(pad_size_divisor=32),
     backbone=dict(
         _delete_=True,

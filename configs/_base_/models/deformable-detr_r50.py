@@ -15,6 +15,10 @@ model = dict(
     type='DeformableDETR',
     with_box_refine=False,
     as_two_stage=False,
+    # channels-last images into the backbone: oneDNN's CPU convolutions run
+    # without reordering; the same function to float rounding
+    # (docs/benchmarks.md, "Channels-last backbone")
+    channels_last=True,
     data_preprocessor=dict(
         type='DetDataPreprocessor',
         mean=[123.675, 116.28, 103.53],

@@ -53,9 +53,11 @@ class DeformableDETR(BaseDetector):
             3); ``torch.channels_last``), so oneDNN's CPU convolutions run
             without reordering their inputs and outputs. Same values, a
             different summation order (relative differences about 1e-6).
-            MobileNetV2's forward + backward at 4 x 512x384 on the 2-core
-            AVX2 machine: 0.74 s -> 0.51 s; ResNet-50: no change
-            (``docs/benchmarks.md``). Default: False.
+            On the 2-core AVX2 machine: MobileNetV2's forward + backward
+            at 4 x 512x384 0.74 s -> 0.51 s; ResNet-50's eval forward at 2
+            x 640x480 1.20 s -> 0.94 s, its training forward + backward
+            unchanged (``docs/benchmarks.md``). Default: False (as mmdet);
+            our configs set True.
         train_cfg (dict, optional): ``assigner`` config, given to the head.
         test_cfg (dict, optional): ``max_per_img``, given to the head.
         data_preprocessor (dict, optional): e.g. ``DetDataPreprocessor``.
