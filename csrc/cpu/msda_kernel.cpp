@@ -264,18 +264,22 @@ void forward_items(const Args<scalar_t>& a, int64_t begin, int64_t end) {
     corners.fill(levels, a.loc + n * samples * 2, a.attn + n * samples,
                  samples, zero_row);
     scalar_t* out_n = a.out + n * D;
-    if constexpr (kInRegisters) {
-      // the same sums as blend(), the accumulator in kVecs registers
-      vec acc_vec[kVecs] = {};
-      for (int64_t s = 0; s < samples; ++s) {
-        acc_t w[4];
-        const acc_t* v[4];
-        for (int k = 0; k < 4; ++k) {
-          w[k] = corners.value_weight[k * samples + s];
-          const int32_t row = corners.row[k * samples + s];
-          v[k] = row == zero_row ? zeros.data()
-                                 : value_bm + row * value_row_stride;
-        }
+    // kInRegisters: the accumulator in kVecs registers; otherwise in acc
+    vec acc_vec[kVecs] = {};
+    if constexpr (!kInRegisters) {
+      for (int64_t c = 0; c < D; ++c) acc[c] = acc_t(0);
+    }
+    for (int64_t s = 0; s < samples; ++s) {
+      acc_t w[4];
+      const scalar_t* v[4];
+      for (int k = 0; k < 4; ++k) {
+        w[k] = corners.value_weight[k * samples + s];
+        const int32_t row = corners.row[k * samples + s];
+        v[k] = row == zero_row ? zeros.data()
+                               : value_bm + row * value_row_stride;
+      }
+      if constexpr (kInRegisters) {
+        // the same sums as blend()
         for (int64_t j = 0; j < kVecs; ++j) {
           const int64_t c = j * lanes;
           acc_vec[j] += w[0] * load_vec<vec>(v[0] + c) +
@@ -283,23 +287,15 @@ void forward_items(const Args<scalar_t>& a, int64_t begin, int64_t end) {
                         w[2] * load_vec<vec>(v[2] + c) +
                         w[3] * load_vec<vec>(v[3] + c);
         }
+      } else {
+        blend(acc, v[0], v[1], v[2], v[3], w, D);
       }
+    }
+    if constexpr (kInRegisters) {
       for (int64_t j = 0; j < kVecs; ++j) {
         store_vec(out_n + j * lanes, acc_vec[j]);
       }
     } else {
-      for (int64_t c = 0; c < D; ++c) acc[c] = acc_t(0);
-      for (int64_t s = 0; s < samples; ++s) {
-        acc_t w[4];
-        const scalar_t* v[4];
-        for (int k = 0; k < 4; ++k) {
-          w[k] = corners.value_weight[k * samples + s];
-          const int32_t row = corners.row[k * samples + s];
-          v[k] = row == zero_row ? zeros.data()
-                                 : value_bm + row * value_row_stride;
-        }
-        blend(acc, v[0], v[1], v[2], v[3], w, D);
-      }
       for (int64_t c = 0; c < D; ++c) {
         out_n[c] = static_cast<scalar_t>(acc[c]);
       }
