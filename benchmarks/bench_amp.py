@@ -1,7 +1,8 @@
 """Time a training step in bfloat16 autocast (``--amp``) against float32.
 
-The BCCD demo model (``deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py``,
-512x384, batch 4 of real BCCD images through the config's train pipeline)
+The BCCD demo model (``deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py``,
+512x384, a batch of the config's size of real BCCD images through its
+train pipeline)
 is built twice with the same weights; one step is ``model.train_step`` with
 mmengine's ``OptimWrapper`` (float32) or our ``CPUAmpOptimWrapper``
 (bfloat16 autocast, what ``tools/train.py --amp`` builds): preprocessing,
@@ -35,7 +36,7 @@ from ddetr_plugin.registry import DATASETS, MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = (ROOT / 'configs' / 'deformable_detr' /
-          'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+          'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 BCCD = ROOT.parent / 'shared' / 'data' / 'bccd' / 'BCCD'
 
 

@@ -1,14 +1,17 @@
-"""Time a training step of BCCD recipe variants against the BCCD demo's.
+"""Time training steps of BCCD recipe variants against the BCCD demo's.
 
 A variant that trains on the demo's time budget gets fewer epochs when its
-step is slower: this prints each variant's step time, its ratio to the
-demo's, and the epochs that fit in the demo's 13 (``docs/benchmarks.md``,
-"BCCD recipe variants"). Every config is built without backbone weights
-(timing only) with the same seed; one step is ``model.train_step`` with
-mmengine's ``OptimWrapper`` (AdamW, the config's gradient clipping) on
-batches of real BCCD train images through the demo config's train pipeline
-(batch 4, 512x384). Steps alternate between the configs, batch after batch,
-so drifts of a shared machine hit all alike; medians are reported.
+training is slower per image: this prints each variant's time per image, its
+ratio to the demo's, and the epochs that fit in the demo's 13
+(``docs/benchmarks.md``, "BCCD recipe variants"). Every config is built
+without backbone weights (timing only) with the same seed; one step is
+``model.train_step`` with mmengine's ``OptimWrapper`` (AdamW, the config's
+gradient clipping) on real BCCD train images through the demo config's
+train pipeline (512x384), in batches of the config's own
+``train_dataloader.batch_size``. Each config trains on the same
+``IMAGES_PER_ROUND`` images per round; rounds alternate between the
+configs, so drifts of a shared machine hit all alike; medians over rounds
+are reported.
 
 Usage::
 
@@ -35,14 +38,16 @@ from ddetr_plugin.registry import MODELS
 VARIANTS = [
     ROOT / 'configs' / 'h_deformable_detr' /
     'h-deformable-detr-refine_mobilenetv2_1xb4-10e_bccd.py',
-    ROOT / 'configs' / 'dino' / 'dino_mobilenetv2_1xb4-11e_bccd.py',
+    ROOT / 'configs' / 'dino' / 'dino_mobilenetv2_1xb1-10e_bccd.py',
 ]
 DEMO_EPOCHS = 13
-NUM_BATCHES = 3
+IMAGES_PER_ROUND = 4  # a multiple of every compared batch size
+NUM_ROUNDS = 3  # distinct image sets, cycled
 
 
 def build(path):
-    """Model and optimizer wrapper of one config, no backbone weights."""
+    """Model, optimizer wrapper and batch size of one config, no backbone
+    weights."""
     cfg = Config.fromfile(str(path))
     cfg.model.backbone.init_cfg = None
     torch.manual_seed(0)
@@ -52,7 +57,7 @@ def build(path):
     optim_wrapper = OptimWrapper(
         torch.optim.AdamW(model.parameters(), lr=1e-4),
         clip_grad=cfg.optim_wrapper.get('clip_grad'))
-    return model, optim_wrapper
+    return model, optim_wrapper, cfg.train_dataloader.batch_size
 
 
 def main():
@@ -66,30 +71,37 @@ def main():
     paths = [CONFIG] + [Path(p) for p in args.configs]
     with DefaultScope.overwrite_default_scope('ddetr_plugin'):
         with tempfile.TemporaryDirectory() as folder:
-            batch = demo_cfg.train_dataloader.batch_size
-            data = real_batch(demo_cfg, folder, batch * NUM_BATCHES)
-        batches = [{key: value[i * batch:(i + 1) * batch]
-                    for key, value in data.items()}
-                   for i in range(NUM_BATCHES)]
+            data = real_batch(demo_cfg, folder,
+                              IMAGES_PER_ROUND * NUM_ROUNDS)
         runs = {path.stem: build(path) for path in paths}
+        for name, (_, _, batch) in runs.items():
+            if IMAGES_PER_ROUND % batch:
+                raise ValueError(f'{name}: batch size {batch} does not '
+                                 f'divide {IMAGES_PER_ROUND} images')
         times = {name: [] for name in runs}
         for repeat in range(args.repeats + 1):  # the first is a warm-up
-            step_data = batches[repeat % NUM_BATCHES]
-            for name, (model, optim_wrapper) in runs.items():
+            first = (repeat % NUM_ROUNDS) * IMAGES_PER_ROUND
+            for name, (model, optim_wrapper, batch) in runs.items():
                 start = time.perf_counter()
-                model.train_step(copy.deepcopy(step_data), optim_wrapper)
+                for i in range(first, first + IMAGES_PER_ROUND, batch):
+                    model.train_step(
+                        copy.deepcopy({
+                            key: value[i:i + batch]
+                            for key, value in data.items()
+                        }), optim_wrapper)
                 if repeat:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(
+                        (time.perf_counter() - start) / IMAGES_PER_ROUND)
     medians = {name: statistics.median(t) for name, t in times.items()}
     demo = medians[CONFIG.stem]
-    print(f'BCCD, batch {batch}, 512x384, {args.threads} threads, median '
-          f'of {args.repeats} steps over {NUM_BATCHES} batches')
-    print('| config | train step s | vs demo | epochs in the demo\'s '
-          f'{DEMO_EPOCHS} |')
-    print('|---|---|---|---|')
+    print(f'BCCD, 512x384, {args.threads} threads, median of {args.repeats} '
+          f'rounds of {IMAGES_PER_ROUND} images')
+    print('| config | batch | train s per image | vs demo | epochs in the '
+          f"demo's {DEMO_EPOCHS} |")
+    print('|---|---|---|---|---|')
     for name, median in medians.items():
-        print(f'| {name} | {median:.2f} | {median / demo:.2f}x | '
-              f'{DEMO_EPOCHS * demo / median:.1f} |')
+        print(f'| {name} | {runs[name][2]} | {median:.3f} | '
+              f'{median / demo:.2f}x | {DEMO_EPOCHS * demo / median:.1f} |')
 
 
 if __name__ == '__main__':

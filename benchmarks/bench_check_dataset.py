@@ -31,7 +31,7 @@ from ddetr_plugin.datasets.voc_to_coco import convert_voc_to_coco
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = (REPO_ROOT / 'configs' / 'deformable_detr' /
-          'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+          'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 
 
 def parse_args() -> argparse.Namespace:

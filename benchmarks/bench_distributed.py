@@ -1,6 +1,6 @@
 """Training throughput: 1 process x 2 threads against 2 processes x 1 thread.
 
-Trains the BCCD demo config (``deformable-detr-refine_mobilenetv2_1xb4-13e_
+Trains the BCCD demo config (``deformable-detr-refine_mobilenetv2_1xb2-13e_
 bccd.py``, 512x384, real BCCD images, validation off) for ``--iters``
 iterations of the same global batch of 4: ``tools/train.py`` with batch 4
 and ``OMP_NUM_THREADS=2``, and ``tools/dist_train.sh ... 2`` (torchrun,
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / 'tests'))
 from helpers.tiny_training import free_port  # noqa: E402  (tests' helper)
 
 CONFIG = (ROOT / 'configs' / 'deformable_detr' /
-          'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+          'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 BCCD = ROOT.parent / 'shared' / 'data' / 'bccd' / 'BCCD'
 GLOBAL_BATCH = 4
 WARM_UP = 2

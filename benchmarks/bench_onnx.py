@@ -30,7 +30,7 @@ from ddetr_plugin.deployment import export_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = (ROOT / 'configs' / 'deformable_detr' /
-          'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+          'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 IMAGES = ROOT.parent / 'shared' / 'data' / 'bccd' / 'BCCD' / 'JPEGImages'
 
 

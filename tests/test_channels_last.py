@@ -16,10 +16,10 @@ from ddetr_plugin.registry import MODELS
 
 pytestmark = pytest.mark.usefixtures('plugin_scope')
 
-BCCD_DEMO = 'deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py'
+BCCD_DEMO = 'deformable_detr/deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py'
 CONFIGS = [
     BCCD_DEMO,
-    'dino/dino_mobilenetv2_1xb4-11e_bccd.py',
+    'dino/dino_mobilenetv2_1xb1-10e_bccd.py',
     'h_deformable_detr/h-deformable-detr-refine_mobilenetv2_1xb4-10e_bccd.py',
     'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
     'dino/dino-4scale_r50_8xb2-12e_coco.py',

@@ -13,7 +13,7 @@ from mmengine.registry import DefaultScope
 from ddetr_plugin.registry import MODELS
 
 CONFIG = (REPO_ROOT / 'configs' / 'deformable_detr' /
-          'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+          'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 
 
 @pytest.fixture(scope='module')

@@ -326,7 +326,7 @@ def test_transformer_with_counter_dropout():
 
 @pytest.mark.parametrize('config', [
     'deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
-    'deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py',
+    'deformable_detr/deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py',
     'dino/dino-4scale_r50_8xb2-12e_coco.py'])
 def test_configs_turn_it_on(config):
     """The class keeps torch's dropout by default (as mmdet); every config

@@ -30,7 +30,7 @@ from ddetr_plugin.models.layers import (CdnQueryGenerator,
 CONFIG = 'dino-4scale_r50_8xb2-12e_coco.py'
 DINO_CONFIGS = sorted((REPO_ROOT / 'configs' / 'dino').glob('*.py'))
 BCCD_DEMO = (REPO_ROOT / 'configs' / 'deformable_detr' /
-             'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+             'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 # predictions: as the Deformable DETR parity tests; training: the issue's
 # 1e-5 for the denoising queries, the mask and every loss term
 TOL = dict(rtol=1e-4, atol=1e-4)
@@ -317,10 +317,14 @@ def test_labels_outside_the_classes_are_refused():
 
 def test_bccd_config_is_the_demo_with_dino(plugin_scope):
     """The BCCD DINO config trains what the demo trains (data, optimizer,
-    hooks, backbone, neck, sizes); only the detector and the schedule
+    hooks, backbone, neck, sizes); only the detector, the schedule and the
+    batch size (with the lr's reference batch for ``--auto-scale-lr``)
     differ."""
     (bccd, ) = [p for p in DINO_CONFIGS if p.name.endswith('_bccd.py')]
     cfg, demo = Config.fromfile(bccd), Config.fromfile(BCCD_DEMO)
+    assert cfg.train_dataloader.batch_size == \
+        cfg.auto_scale_lr.base_batch_size
+    cfg.train_dataloader.batch_size = demo.train_dataloader.batch_size
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader',
                 'optim_wrapper', 'default_hooks', 'custom_hooks'):
         assert cfg.get(key) == demo.get(key), key

@@ -271,7 +271,7 @@ TWINS = {
     'h-deformable-detr-refine-twostage_r50_16xb2-50e_coco.py':
     'deformable-detr-refine-twostage_r50_16xb2-50e_coco.py',
     'h-deformable-detr-refine_mobilenetv2_1xb4-10e_bccd.py':
-    'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py',
+    'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py',
 }
 
 
@@ -283,8 +283,8 @@ def test_every_hybrid_config_has_a_twin():
 def test_configs_build_the_hybrid_detector(name, plugin_scope):
     """Each config builds the hybrid detector and differs from its plain
     twin in ``configs/deformable_detr/`` only by the hybrid keys (and, for
-    the BCCD one, the schedule): the same model at inference, the same data
-    and optimizer."""
+    the BCCD one, the schedule and the batch size it was measured with):
+    the same model at inference, the same data and optimizer."""
     cfg = Config.fromfile(H_CONFIG_DIR / name)
     model = MODELS.build(cfg.model)
     assert type(model).__name__ == 'HybridDeformableDETR'
@@ -295,6 +295,10 @@ def test_configs_build_the_hybrid_detector(name, plugin_scope):
                    'lambda_one2many')
     assert {k: v for k, v in cfg.model.items() if k not in hybrid_keys} == \
         {k: v for k, v in plain.model.items() if k != 'type'}
+    if 'bccd' in name:  # measured with batches of 4, the demo's then
+        assert cfg.train_dataloader.batch_size == \
+            cfg.auto_scale_lr.base_batch_size == 4
+        cfg.train_dataloader.batch_size = plain.train_dataloader.batch_size
     for key in ('train_dataloader', 'test_dataloader', 'optim_wrapper',
                 'default_hooks', 'custom_hooks'):
         assert cfg.get(key) == plain.get(key), key

@@ -20,7 +20,7 @@ from ddetr_plugin.apis.inference import PyTorchDetector
 from ddetr_plugin.datasets.preprocessing import read_image, rescale_boxes
 
 CONFIG = (REPO_ROOT / 'configs' / 'deformable_detr' /
-          'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+          'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 IMAGES = ['BloodImage_00007.jpg', 'BloodImage_00011.jpg']
 
 

@@ -220,5 +220,5 @@ def test_installed_tools_name_the_config_folder_for_a_wrong_path(
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert str(train.parents[1] / 'configs') in proc.stderr
     assert ('closest: ddetr_plugin::deformable_detr/'
-            'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py'
+            'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py'
             in proc.stderr), proc.stderr[-2000:]

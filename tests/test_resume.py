@@ -221,8 +221,7 @@ def test_bccd_demo_config_resumes_exactly_with_its_own_loaders(
                  env=tool_env(PORT=free_port(), PYTHON=sys.executable))
     else:
         run_tool(TOOLS / 'train.py', config, '--work-dir', reference)
-    # while epoch 2's checkpoint is written (2 processes x batch 4 make one
-    # iteration per epoch)
+    # while epoch 2's checkpoint is written
     _kill_at('save', root, config, work_dir, resume=False, procs=procs)
     assert last_checkpoint(work_dir) == work_dir / 'epoch_1.pth'
     if procs:
@@ -234,8 +233,9 @@ def test_bccd_demo_config_resumes_exactly_with_its_own_loaders(
                  '--resume')
     expected = load_checkpoint(reference / 'epoch_3.pth')
     resumed = load_checkpoint(work_dir / 'epoch_3.pth')
+    # 3 epochs of 8 images in batches of the config's size per process
     assert resumed['meta']['iter'] == expected['meta']['iter'] == \
-        (3 if procs else 6)
+        3 * 8 // (loaders.batch_size * max(procs, 1))
     _assert_same_training(resumed, expected)
 
 

@@ -194,7 +194,7 @@ def test_bccd_config_hooks_log_pictures_at_validation(tmp_path):
     ann_file = str(tmp_path / 'annotations' / 'val.json')
     cfg = Config.fromfile(
         REPO_ROOT / 'configs' / 'deformable_detr' /
-        'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+        'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
     cfg.model.backbone.init_cfg = None
     cfg.model.transformer.encoder.num_layers = 1
     cfg.model.transformer.decoder.num_layers = 1

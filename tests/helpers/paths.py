@@ -12,7 +12,7 @@ TESTS = REPO_ROOT / 'tests'
 CONFIG_DIR = REPO_ROOT / 'configs' / 'deformable_detr'
 #: the BCCD demo config (MobileNetV2, 3 levels, 512x384)
 BCCD_CONFIG = (CONFIG_DIR /
-               'deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py')
+               'deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py')
 #: BCCD's classes in the order of the demo config's ``metainfo`` (category
 #: ids 1, 2, 3 of the converted annotations)
 BCCD_CLASSES = tuple(Config.fromfile(

@@ -13,7 +13,7 @@
 # list is replaced):
 #
 #   _base_ = [
-#     '../deformable_detr/deformable-detr-refine_mobilenetv2_1xb4-13e_bccd.py',
+#     '../deformable_detr/deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py',
 #     '../_base_/runtime/mlflow.py'
 #   ]
 #   visualizer = dict(vis_backends=_base_.mlflow_vis_backends)
