@@ -7,9 +7,9 @@
 # learn faster (val mAP after the first epoch 0.04 with batches of 4, 0.28
 # with 2), at 1.18x the time per image of batches of 2, so 10 epochs fit;
 # validating only from epoch 8 on (each validation costs about an eighth of
-# an epoch) pays for the tenth. Test mAP 0.548 against 0.542 for 12 epochs
-# of batches of 2 and 0.513 for 11 of 4 (docs/benchmarks.md, "BCCD recipe
-# variants").
+# an epoch) pays for the tenth. Test mAP 0.548 and 0.539 (two runs) against
+# 0.542 for 12 epochs of batches of 2 and 0.513 for 11 of 4
+# (docs/benchmarks.md, "BCCD recipe variants").
 _base_ = [
     '../deformable_detr/deformable-detr-refine_mobilenetv2_1xb2-13e_bccd.py'
 ]
