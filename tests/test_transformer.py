@@ -183,3 +183,43 @@ def test_config_errors():
         transformer(feats, _masks())
     with pytest.raises(ValueError, match='feature levels'):
         transformer(feats[:1], _masks()[:1])
+
+
+@pytest.mark.parametrize('reference_dims', [2, 4])
+def test_look_forward_twice_changes_only_the_gradients(reference_dims):
+    """Look forward twice (DINO, Sec. 3.5) returns the same references and
+    hidden states; only the loss of layer d + 1 now reaches layer d's box
+    branch through the reference it refines."""
+    transformer = _transformer(as_two_stage=False).eval()  # no dropout
+    (value, key_padding_mask, _, spatial_shapes, level_start_index,
+     valid_ratios) = _flat_inputs(transformer)
+    gen = torch.Generator().manual_seed(1)
+    batch_size, num_queries = value.shape[0], 5
+    query, query_pos = torch.randn(
+        2, batch_size, num_queries, EMBED_DIMS, generator=gen)
+    reference_points = torch.rand(
+        batch_size, num_queries, reference_dims, generator=gen) * 0.8 + 0.1
+    reg_branches = nn.ModuleList(
+        nn.Linear(EMBED_DIMS, 4) for _ in range(2))
+    decoder = transformer.decoder
+    outputs, gradients = [], []
+    for look_forward_twice in (False, True):
+        decoder.look_forward_twice = look_forward_twice
+        reg_branches.zero_grad(set_to_none=True)
+        hidden_states, references = decoder(
+            query, query_pos, value, key_padding_mask, reference_points,
+            spatial_shapes, level_start_index, valid_ratios,
+            reg_branches=reg_branches)
+        # the head's box of the last layer, relative to its reference
+        reg_branches[1](hidden_states[1]).add(
+            torch.logit(references[1], eps=1e-5)).sigmoid().sum().backward()
+        outputs.append((hidden_states.detach(),
+                        [ref.detach() for ref in references]))
+        gradients.append(reg_branches[0].weight.grad)
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    for plain, forward_twice in zip(outputs[0][1], outputs[1][1]):
+        assert torch.equal(plain, forward_twice)
+    # the query passes layer 1 either way, so layer 0's box branch gets a
+    # gradient only through the undetached reference
+    assert gradients[0] is None
+    assert gradients[1] is not None and gradients[1].abs().sum() > 0

@@ -127,10 +127,25 @@ class DeformableDETRTransformerDecoder(DeformableDETRLayerStack):
         num_layers (int): number of layers.
         layer_cfg (dict): kwargs of
             :class:`DeformableDETRTransformerDecoderLayer`.
+        look_forward_twice (bool): with box refinement, return each layer's
+            refined boxes *not* detached (DINO's "look forward twice",
+            Zhang et al., arXiv 2203.03605, Sec. 3.5): the next layer still
+            starts from them detached, but the head's box of layer
+            ``d + 1``, predicted relative to them, trains layer ``d``'s box
+            prediction too. Training only: every output value is the same.
+            Default False (the paper's detached refinement).
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
     layer_class = DeformableDETRTransformerDecoderLayer
+
+    def __init__(self,
+                 num_layers: int,
+                 layer_cfg: dict,
+                 look_forward_twice: bool = False,
+                 init_cfg=None) -> None:
+        super().__init__(num_layers, layer_cfg, init_cfg=init_cfg)
+        self.look_forward_twice = look_forward_twice
 
     def forward(self,
                 query: Tensor,
@@ -148,8 +163,9 @@ class DeformableDETRTransformerDecoder(DeformableDETRLayerStack):
 
         With ``reg_branches`` (``with_box_refine``), layer ``d`` predicts
         box deltas with ``reg_branches[d]`` and the refined boxes,
-        detached, are the next layer's references (Appendix A.4).
-        Otherwise every layer uses the initial references.
+        detached, are the next layer's references (Appendix A.4; returned
+        not detached with ``look_forward_twice``). Otherwise every layer
+        uses the initial references.
 
         Args:
             query (Tensor): (B, Q, C) content queries.
@@ -190,8 +206,12 @@ class DeformableDETRTransformerDecoder(DeformableDETRLayerStack):
                 level_start_index=level_start_index,
                 self_attn_mask=self_attn_mask)
             if reg_branches is not None:
-                reference_points = refine_boxes(
-                    reg_branches[layer_id](query), reference_points).detach()
+                refined = refine_boxes(reg_branches[layer_id](query),
+                                       reference_points)
+                reference_points = refined.detach()
+                references.append(
+                    refined if self.look_forward_twice else reference_points)
+            else:
+                references.append(reference_points)
             hidden_states.append(query)
-            references.append(reference_points)
         return torch.stack(hidden_states), references

@@ -28,21 +28,31 @@ class DINOTransformerDecoder(DeformableDETRTransformerDecoder):
       first level);
     * every layer's output, normalised by a shared final ``norm``
       (LayerNorm), is what the head predicts from;
-    * look forward twice (Sec. 3.5): layer ``d``'s refined boxes are the
-      next layer's references detached, but the references returned for
-      the head are not detached, so the loss of layer ``d + 1`` also trains
-      layer ``d``'s box prediction.
+    * look forward twice (Sec. 3.5) by default: layer ``d``'s refined boxes
+      are the next layer's references detached, but the references returned
+      for the head are not detached, so the loss of layer ``d + 1`` also
+      trains layer ``d``'s box prediction.
 
     Args:
         num_layers (int): number of layers.
         layer_cfg (dict): kwargs of
             :class:`~.decoder.DeformableDETRTransformerDecoderLayer`.
+        look_forward_twice (bool): as in
+            :class:`~.decoder.DeformableDETRTransformerDecoder`; default
+            True (DINO's, and mmdet 3.3's only behaviour).
         init_cfg (dict, optional): mmengine initialisation config.
     """
 
-    def __init__(self, num_layers: int, layer_cfg: dict,
+    def __init__(self,
+                 num_layers: int,
+                 layer_cfg: dict,
+                 look_forward_twice: bool = True,
                  init_cfg=None) -> None:
-        super().__init__(num_layers, layer_cfg, init_cfg=init_cfg)
+        super().__init__(
+            num_layers,
+            layer_cfg,
+            look_forward_twice=look_forward_twice,
+            init_cfg=init_cfg)
         self.ref_point_head = MLP(self.embed_dims * 2, self.embed_dims,
                                   self.embed_dims, 2)
         self.norm = nn.LayerNorm(self.embed_dims)
@@ -79,7 +89,8 @@ class DINOTransformerDecoder(DeformableDETRTransformerDecoder):
             tuple: ``hidden_states`` (num_layers, B, Q, C), each layer's
             output after ``norm``, and ``references``, a list of
             ``num_layers + 1`` (B, Q, 4) normalised boxes: the initial ones,
-            then each layer's refined boxes (not detached).
+            then each layer's refined boxes (not detached with
+            ``look_forward_twice``).
 
         Raises:
             ValueError: ``reference_points`` that are not boxes.
@@ -113,5 +124,6 @@ class DINOTransformerDecoder(DeformableDETRTransformerDecoder):
                                                     eps=1e-3)).sigmoid()
             reference_points = new_reference_points.detach()
             hidden_states.append(self.norm(query))
-            references.append(new_reference_points)
+            references.append(new_reference_points if self.look_forward_twice
+                              else reference_points)
         return torch.stack(hidden_states), references
