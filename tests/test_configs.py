@@ -14,8 +14,10 @@ from mmengine.runner import Runner
 from ddetr_plugin.registry import DATASETS, MODELS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
-CONFIGS = sorted((CONFIG_DIR / 'deformable_detr').glob('*.py')) + sorted(
-    (CONFIG_DIR / 'dino').glob('*.py'))
+CONFIGS = [
+    path for folder in ('deformable_detr', 'dn_deformable_detr', 'dino')
+    for path in sorted((CONFIG_DIR / folder).glob('*.py'))
+]
 CLASSES = ('cube', 'ball')
 
 

@@ -118,12 +118,17 @@ def test_hybrid_matching_repeats_beyond_its_queries_are_reported(corpus):
     assert 'more_repeats_than_one2many_queries' not in report.by_kind()
 
 
-def test_dino_objects_beyond_its_denoising_queries_are_reported(corpus):
-    """With DINO's dynamic denoising groups, an image with more objects
-    than ``num_dn_queries`` is named (a warning: one larger group)."""
+@pytest.mark.parametrize('detector', ['DINO', 'DNDeformableDETR'])
+def test_objects_beyond_the_denoising_queries_are_reported(corpus, detector):
+    """With dynamic denoising groups (DINO, or denoising on Deformable
+    DETR), an image with more objects than ``num_dn_queries`` is named (a
+    warning: one larger group); the detector's default groups count."""
     root, _, _ = corpus
     cfg = _config(root, 'many_boxes')
-    cfg.model.update(type='DINO', dn_cfg=dict(
+    cfg.model.update(type=detector)
+    (report, ) = check_config(cfg, ('train', ), decode=False)
+    assert 'more_objects_than_denoising_queries' in report.by_kind()
+    cfg.model.update(dn_cfg=dict(
         group_cfg=dict(dynamic=True, num_dn_queries=100)))
     (report, ) = check_config(cfg, ('train', ), decode=False)
     (problem, ) = report.by_kind()['more_objects_than_denoising_queries']

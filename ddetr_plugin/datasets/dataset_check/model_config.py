@@ -52,7 +52,8 @@ def model_spec(cfg: Config) -> ModelSpec:
         'num_queries', model.get('num_queries'))
     num_classes = (model.get('bbox_head') or {}).get('num_classes')
     num_dn_queries = None
-    if model.get('type') == 'DINO' or model.get('dn_cfg') is not None:
+    if model.get('type') in ('DINO', 'DNDeformableDETR') or \
+            model.get('dn_cfg') is not None:
         group_cfg = (model.get('dn_cfg') or {}).get('group_cfg') or {}
         if group_cfg.get('dynamic', True):
             num_dn_queries = group_cfg.get('num_dn_queries', 100)

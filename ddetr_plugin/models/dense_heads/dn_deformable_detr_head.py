@@ -1,7 +1,8 @@
-"""DINO's losses: Deformable DETR's set prediction loss on the matching
-queries, the encoder loss on the selected proposals with their classes, and
-the denoising loss on the noised ground-truth queries (Zhang et al., arXiv
-2203.03605, Sec. 3.3; as mmdet 3.3's ``DINOHead``)."""
+"""Deformable DETR's losses plus the denoising loss on the noised ground-truth
+queries prepended in training (contrastive denoising: Zhang et al., "DINO",
+arXiv 2203.03605, Sec. 3.3; denoising: Li et al., "DN-DETR", CVPR 2022,
+arXiv 2203.01305; the denoising targets and loss as mmdet 3.3's
+``DINOHead``)."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -15,23 +16,24 @@ from .deformable_detr_head import DeformableDETRHead
 
 
 @MODELS.register_module()
-class DINOHead(DeformableDETRHead):
-    """:class:`DeformableDETRHead` with DINO's losses.
+class DNDeformableDETRHead(DeformableDETRHead):
+    """:class:`DeformableDETRHead` with the denoising loss.
 
     The decoder's queries are ``num_denoising_queries`` denoising queries
     (``dn_meta``, from :class:`~..layers.denoising.CdnQueryGenerator`)
     then the matching queries. Losses, named as mmdet's:
 
-    * matching queries: Hungarian-matched focal / L1 / GIoU for every
-      decoder layer (``loss_cls``, ``d0.loss_cls``, ...);
-    * ``enc_loss_*``: the ``num_queries`` selected encoder proposals,
-      Hungarian-matched with their real classes (two-stage Deformable DETR:
-      every pixel, class 0 only);
+    * matching queries and encoder proposals: Deformable DETR's
+      (:meth:`loss_matching`: ``loss_cls``, ``d0.loss_cls``, ...,
+      ``enc_loss_*`` two-stage);
     * ``dn_loss_*`` and ``d{i}.dn_loss_*``: each denoising query's target
       is fixed, no matching: a positive reconstructs its ground-truth box
       and class, a negative is background (classification only); padding
       queries are background too. With no denoising query in the batch
       (no ground truth at all) they are zeros that keep the graph.
+
+    At inference there are no denoising queries and the head is
+    :class:`DeformableDETRHead`.
 
     Args:
         *args, **kwargs: see :class:`DeformableDETRHead`.
@@ -48,9 +50,12 @@ class DINOHead(DeformableDETRHead):
                 denoising queries first.
             references (Sequence[Tensor]): decoder references, see
                 :meth:`forward`.
-            enc_outputs_class (Tensor): (B, Q, num_classes) logits of the
-                selected encoder proposals.
-            enc_outputs_coord (Tensor): (B, Q, 4) their normalised boxes.
+            enc_outputs_class (Tensor, optional): encoder proposal logits,
+                (B, S, num_classes) for every pixel (two-stage Deformable
+                DETR) or (B, Q, num_classes) for the selected ones (DINO);
+                None single stage.
+            enc_outputs_coord (Tensor, optional): their (B, S or Q, 4)
+                normalised boxes.
             batch_data_samples (list[DetDataSample]): with
                 ``gt_instances`` and ``img_shape`` metainfo.
             dn_meta (dict): ``num_denoising_queries`` (D) and
@@ -75,16 +80,17 @@ class DINOHead(DeformableDETRHead):
                      batch_img_metas: List[dict],
                      dn_meta: Optional[Dict[str, int]] = None
                      ) -> Dict[str, Tensor]:
-        """Losses of the matching queries, the selected proposals and the
-        denoising queries.
+        """Losses of the matching queries, the encoder proposals
+        (:meth:`loss_matching`) and the denoising queries.
 
         Args:
             all_layers_cls_scores (Tensor): (num_decoder_layers, B, D + Q,
                 num_classes) logits.
             all_layers_bbox_preds (Tensor): (num_decoder_layers, B, D + Q,
                 4) normalised ``(cx, cy, w, h)``.
-            enc_cls_scores (Tensor, optional): (B, Q, num_classes).
-            enc_bbox_preds (Tensor, optional): (B, Q, 4).
+            enc_cls_scores (Tensor, optional): (B, S or Q, num_classes),
+                see :meth:`loss`.
+            enc_bbox_preds (Tensor, optional): (B, S or Q, 4).
             batch_gt_instances (list[InstanceData]): per image ``bboxes``
                 (pixel xyxy) and ``labels``.
             batch_img_metas (list[dict]): per image, with ``img_shape``.
@@ -97,15 +103,11 @@ class DINOHead(DeformableDETRHead):
         """
         num_denoising_queries = dn_meta['num_denoising_queries'] \
             if dn_meta is not None else 0
-        loss_dict = super().loss_by_feat(
+        loss_dict = self.loss_matching(
             all_layers_cls_scores[:, :, num_denoising_queries:],
-            all_layers_bbox_preds[:, :, num_denoising_queries:], None, None,
-            batch_gt_instances, batch_img_metas)
-        if enc_cls_scores is not None:
-            (loss_dict['enc_loss_cls'], loss_dict['enc_loss_bbox'],
-             loss_dict['enc_loss_iou']) = self.loss_by_feat_single(
-                 enc_cls_scores, enc_bbox_preds, batch_gt_instances,
-                 batch_img_metas)
+            all_layers_bbox_preds[:, :, num_denoising_queries:],
+            enc_cls_scores, enc_bbox_preds, batch_gt_instances,
+            batch_img_metas)
         if dn_meta is not None:
             dn_losses_cls, dn_losses_bbox, dn_losses_iou = multi_apply(
                 self._loss_dn_single,
@@ -124,6 +126,31 @@ class DINOHead(DeformableDETRHead):
                 loss_dict[f'd{i}.dn_loss_bbox'] = loss_bbox
                 loss_dict[f'd{i}.dn_loss_iou'] = loss_iou
         return loss_dict
+
+    def loss_matching(self, all_layers_cls_scores: Tensor,
+                      all_layers_bbox_preds: Tensor,
+                      enc_cls_scores: Optional[Tensor],
+                      enc_bbox_preds: Optional[Tensor],
+                      batch_gt_instances: List[InstanceData],
+                      batch_img_metas: List[dict]) -> Dict[str, Tensor]:
+        """Losses of the matching queries and of the encoder proposals:
+        :meth:`DeformableDETRHead.loss_by_feat` (two-stage: every pixel's
+        proposal, class-agnostic).
+
+        Args:
+            all_layers_cls_scores (Tensor): (num_decoder_layers, B, Q,
+                num_classes) logits of the matching queries.
+            all_layers_bbox_preds (Tensor): (num_decoder_layers, B, Q, 4).
+            enc_cls_scores, enc_bbox_preds, batch_gt_instances,
+            batch_img_metas: see :meth:`loss_by_feat`.
+
+        Returns:
+            dict[str, Tensor]: ``loss_*``, ``d{i}.loss_*``, ``enc_loss_*``.
+        """
+        return super().loss_by_feat(all_layers_cls_scores,
+                                    all_layers_bbox_preds, enc_cls_scores,
+                                    enc_bbox_preds, batch_gt_instances,
+                                    batch_img_metas)
 
     def _loss_dn_single(self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor,
                         batch_gt_instances: List[InstanceData],

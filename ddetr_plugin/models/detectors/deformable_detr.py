@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from mmdet.models.detectors import BaseDetector
 from mmdet.structures import OptSampleList, SampleList
-from torch import Tensor
+from mmengine.logging import print_log
+from torch import Tensor, nn
 
 from ddetr_plugin.converters.load_hook import convert_layout_on_load
 from ddetr_plugin.registry import MODELS
@@ -27,6 +28,27 @@ def _with_detector_args(cfg: dict, name: str, **detector_args) -> dict:
                          '(from its own arguments, e.g. with_box_refine, '
                          'as_two_stage), not in its config')
     return dict(cfg, **detector_args)
+
+
+def _drop_denoising_weights(module: nn.Module, state_dict: dict, prefix: str,
+                            *args) -> None:
+    """``load_state_dict`` pre-hook of the detector: a checkpoint trained
+    with denoising queries (``DNDeformableDETR``) loads into a model without
+    them; their training-only label embedding is dropped, with a log
+    line."""
+    if hasattr(module, 'dn_query_generator'):
+        return
+    dropped = [
+        key for key in state_dict
+        if key.startswith(prefix + 'dn_query_generator.')
+    ]
+    for key in dropped:
+        del state_dict[key]
+    if dropped:
+        print_log(
+            f'{dropped} (training-only denoising queries) dropped: this '
+            'model has none',
+            logger='current')
 
 
 @MODELS.register_module()
@@ -88,6 +110,7 @@ class DeformableDETR(BaseDetector):
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         # mmdet / original / Hugging Face weights load as they are
         self.register_load_state_dict_pre_hook(convert_layout_on_load)
+        self.register_load_state_dict_pre_hook(_drop_denoising_weights)
         self.with_box_refine = with_box_refine
         self.as_two_stage = as_two_stage
         self.channels_last = channels_last

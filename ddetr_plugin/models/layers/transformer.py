@@ -199,7 +199,10 @@ class DeformableDETRTransformer(BaseModule):
         mlvl_feats: Sequence[Tensor],
         mlvl_masks: Sequence[Tensor],
         reg_branches: Optional[Sequence[nn.Module]] = None,
-        proposal_branches: Optional[Tuple[nn.Module, nn.Module]] = None
+        proposal_branches: Optional[Tuple[nn.Module, nn.Module]] = None,
+        dn_label_query: Optional[Tensor] = None,
+        dn_bbox_query: Optional[Tensor] = None,
+        dn_mask: Optional[Tensor] = None
     ) -> Dict[str, Optional[Tensor]]:
         """Encode the feature maps and decode the object queries.
 
@@ -214,11 +217,20 @@ class DeformableDETRTransformer(BaseModule):
             proposal_branches (tuple, optional): ``(cls_branch,
                 reg_branch)`` scoring and regressing the encoder proposals;
                 required with ``as_two_stage``.
+            dn_label_query (Tensor, optional): (B, D, C) denoising content
+                queries (training, two-stage only; see
+                :meth:`denoising_queries`).
+            dn_bbox_query (Tensor, optional): (B, D, 4) their unactivated
+                normalised ``(cx, cy, w, h)`` boxes.
+            dn_mask (Tensor, optional): (D + num_queries, same) bool
+                self-attention mask (see
+                :func:`~.denoising.denoising_self_attn_mask`).
 
         Returns:
-            dict: ``hidden_states`` (num_decoder_layers, B, Q, C), the
-            one-to-one queries first (``Q = num_queries``, plus
-            ``num_queries_one2many`` in training mode);
+            dict: ``hidden_states`` (num_decoder_layers, B, D + Q, C), the
+            denoising queries first, then the one-to-one queries
+            (``Q = num_queries``, plus ``num_queries_one2many`` in training
+            mode);
             ``references``, list of ``num_decoder_layers + 1`` normalised
             (B, Q, 2 or 4) references (see the decoder);
             ``enc_outputs_class`` (B, S, num_classes) logits and
@@ -228,7 +240,8 @@ class DeformableDETRTransformer(BaseModule):
         Raises:
             ValueError: a number of levels other than
                 ``num_feature_levels``; ``as_two_stage`` without
-                ``proposal_branches``.
+                ``proposal_branches``; denoising queries without
+                ``as_two_stage`` or with one-to-many queries.
         """
         encoded = self.encode(mlvl_feats, mlvl_masks)
         memory, mask_flatten = encoded['memory'], encoded['memory_mask']
@@ -250,6 +263,18 @@ class DeformableDETRTransformer(BaseModule):
         if num_queries > num_queries_one2one:  # hybrid matching, training
             self_attn_mask = hybrid_self_attn_mask(num_queries_one2one,
                                                    num_queries, query.device)
+        if dn_label_query is not None:  # denoising, training
+            if self_attn_mask is not None:
+                raise ValueError('denoising queries and one-to-many queries '
+                                 'cannot be combined')
+            dn_query, dn_query_pos, dn_reference_points = \
+                self.denoising_queries(dn_label_query, dn_bbox_query)
+            query = torch.cat([dn_query, query], 1)
+            query_pos = torch.cat([dn_query_pos, query_pos], 1)
+            reference_points = torch.cat(
+                [dn_reference_points, reference_points], 1)
+            # fewer matching queries than the mask's only for tiny images
+            self_attn_mask = dn_mask[:query.shape[1], :query.shape[1]]
         hidden_states, references = self.decoder(
             query=query,
             query_pos=query_pos,
@@ -425,6 +450,42 @@ class DeformableDETRTransformer(BaseModule):
         query_pos, query = torch.split(pos_trans_out, self.embed_dims, dim=2)
         return (query, query_pos, reference_points, enc_outputs_class,
                 enc_outputs_coord_unact.sigmoid())
+
+    def denoising_queries(self, dn_label_query: Tensor,
+                          dn_bbox_query: Tensor) -> Tuple[Tensor, ...]:
+        """Decoder inputs of the denoising queries of two-stage Deformable
+        DETR (denoising as a training-only addition, as DN-Deformable-DETR:
+        Li et al., arXiv 2203.01305, Sec. 3-4).
+
+        Like the matching queries, each noised box is the query's reference
+        box and its positional query is the first half of ``pos_trans_fc``
+        of the box's sine embedding (:meth:`two_stage_queries`); the content
+        query is the embedded noised label (DN-DETR, DINO). No layer is
+        added but the label embedding, which inference does not use.
+
+        Args:
+            dn_label_query (Tensor): (B, D, C) embedded noised labels.
+            dn_bbox_query (Tensor): (B, D, 4) unactivated normalised
+                ``(cx, cy, w, h)`` noised boxes.
+
+        Returns:
+            tuple: ``query``, ``query_pos`` (B, D, C) and
+            ``reference_points`` (B, D, 4) normalised ``(cx, cy, w, h)``.
+
+        Raises:
+            ValueError: a single-stage transformer (its learned queries have
+                2D reference points and no box embedding).
+        """
+        if not self.as_two_stage:
+            raise ValueError('denoising queries need as_two_stage=True: they '
+                             'are boxes, embedded as the two-stage '
+                             'proposals are')
+        reference_points = dn_bbox_query.sigmoid()
+        query_pos = self.pos_trans_norm(
+            self.pos_trans_fc(
+                sine_embedding(reference_points * (2 * math.pi),
+                               self.embed_dims // 2)))[..., :self.embed_dims]
+        return dn_label_query, query_pos, reference_points
 
     def score_proposals(self, memory: Tensor, memory_mask: Tensor,
                         spatial_shapes: Tensor, cls_branch: nn.Module,
