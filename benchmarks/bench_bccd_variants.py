@@ -33,6 +33,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
 from bench_amp import CONFIG, ROOT, real_batch
+from ddetr_plugin.engine.conv_bn_eval import \
+    turn_on_conv_bn_eval_from_config
 from ddetr_plugin.registry import MODELS
 
 VARIANTS = [
@@ -54,6 +56,8 @@ def build(path):
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
+    # the config's efficient_conv_bn_eval, as DeformableDETRRunner.train
+    turn_on_conv_bn_eval_from_config(model, cfg)
     optim_wrapper = OptimWrapper(
         torch.optim.AdamW(model.parameters(), lr=1e-4),
         clip_grad=cfg.optim_wrapper.get('clip_grad'))

@@ -44,6 +44,8 @@ from mmengine.registry import DefaultScope
 from ddetr_plugin.converters import mmdet_to_ddetr
 from ddetr_plugin.converters.hf_checkpoint import hf_to_ddetr
 from ddetr_plugin.deployment import export_onnx
+from ddetr_plugin.engine.conv_bn_eval import \
+    turn_on_conv_bn_eval_from_config
 from ddetr_plugin.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +62,11 @@ def build(config, registry, scope, **changes):
     for key, value in changes.items():
         cfg.merge_from_dict({key: value})
     with DefaultScope.overwrite_default_scope(scope):
-        return registry.build(copy.deepcopy(cfg.model)).eval()
+        model = registry.build(copy.deepcopy(cfg.model)).eval()
+    # the config's efficient_conv_bn_eval, as its runner would (ours: the
+    # backbone's batch norms folded; mmdet's configs do not set it)
+    turn_on_conv_bn_eval_from_config(model, cfg)
+    return model
 
 
 def hf_model():

@@ -40,6 +40,8 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 
 from ddetr_plugin.converters import mmdet_to_ddetr
+from ddetr_plugin.engine.conv_bn_eval import \
+    turn_on_conv_bn_eval_from_config
 from ddetr_plugin.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,11 @@ def build(config_path, registry, scope):
     cfg = Config.fromfile(config_path)
     cfg.model.backbone.init_cfg = None  # no download; weights are shared
     with DefaultScope.overwrite_default_scope(scope):
-        return registry.build(copy.deepcopy(cfg.model))
+        model = registry.build(copy.deepcopy(cfg.model))
+    # the config's efficient_conv_bn_eval, as its runner would (ours: the
+    # backbone's batch norms folded; mmdet's configs do not set it)
+    turn_on_conv_bn_eval_from_config(model, cfg)
+    return model
 
 
 def make_batch(batch, width, height, num_boxes=10, seed=0):

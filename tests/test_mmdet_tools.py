@@ -57,12 +57,17 @@ def trained(tmp_path_factory):
         root / 'tiny.py', ann_file, max_epochs=1, val_begin=2,
         extra=f"train_dataloader['dataset']['pipeline'][0] = {loader!r}\n")
     work_dir = root / 'train'
-    run_tool(TOOLS / 'train.py', config, '--work-dir', work_dir)
+    train = run_tool(TOOLS / 'train.py', config, '--work-dir', work_dir)
     checkpoint = work_dir / 'epoch_1.pth'
     results = root / 'results.pkl'
     test = run_tool(MMDET_TOOLS / 'test.py', config, checkpoint,
                     '--work-dir', root / 'test', '--out', results)
     assert 'coco/bbox_mAP' in test.stdout + test.stderr
+    # the backbone's batch norms folded (configs/_base_/default_runtime.py)
+    # in training (mmengine) and in mmdet's test.py (DeformableDETRRunner)
+    for proc in train, test:
+        assert 'Enabling the "efficient_conv_bn_eval" feature for ' \
+            "sub-modules: ['backbone']" in proc.stdout + proc.stderr
     return dict(root=root, config=config, ann_file=ann_file,
                 checkpoint=checkpoint, work_dir=work_dir, results=results)
 

@@ -22,6 +22,13 @@ default_hooks = dict(
     dry_run_test=dict(type='DryRunTestHook'),
     visualization=dict(type='DetVisualizationHook'))
 
+# mmengine's switch: every convolution of the backbone followed by a batch
+# norm in eval mode (norm_eval=True, and at inference) runs as one
+# convolution with the norm folded into its weights; the same function
+# (float rounding), no norm pass over the activations. DeformableDETRRunner
+# also applies it in val/test (docs/benchmarks.md, "Batch norms folded")
+efficient_conv_bn_eval = ['backbone']
+
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -32,6 +32,8 @@ from ddetr_plugin.datasets.preprocessing import (Preprocessor,
                                                  read_image, rescale_boxes)
 from ddetr_plugin.deployment.onnx_export import (METADATA_KEY,
                                                  require_onnx_packages)
+from ddetr_plugin.engine.conv_bn_eval import \
+    turn_on_conv_bn_eval_from_config
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
@@ -39,7 +41,8 @@ BACKENDS = ('pytorch', 'onnxruntime')
 
 
 class PyTorchDetector:
-    """A config + checkpoint, run in PyTorch.
+    """A config + checkpoint, run in PyTorch (with the config's
+    ``efficient_conv_bn_eval``, see :mod:`ddetr_plugin.engine.conv_bn_eval`).
 
     Attributes: ``model`` (the detector), ``classes``, ``preprocessing``
     (see :func:`preprocessing_from_config`), ``preprocessor``.
@@ -54,6 +57,7 @@ class PyTorchDetector:
                  device: str = 'cpu') -> None:
         from mmdet.apis import init_detector
         self.model = init_detector(config, checkpoint, device=device)
+        turn_on_conv_bn_eval_from_config(self.model, self.model.cfg)
         self.classes = detector_classes(self.model)
         self.preprocessing = preprocessing_from_config(self.model.cfg)
         self.preprocessor = Preprocessor(self.preprocessing)

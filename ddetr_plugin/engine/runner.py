@@ -3,7 +3,7 @@ resume exactly.
 
 Selected by ``runner_type`` in ``configs/_base_/default_runtime.py``, so
 ``tools/train.py``/``tools/test.py`` (mmdet's scripts) build it. It changes
-seven things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
+eight things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
 
 * every class gets a drawing colour: a dataset ``metainfo.palette`` shorter
   than its ``classes`` (e.g. inherited from a base config) is completed
@@ -26,7 +26,10 @@ seven things of ``mmengine.runner.Runner`` (0.10.7) and nothing else:
   per rank), and restored by :meth:`DeformableDETRRunner.resume`, so an
   interrupted and resumed run continues the same random streams;
 * ``compile=True`` compiles the detector's forward, not ``train_step``
-  (:meth:`DeformableDETRRunner._maybe_compile`).
+  (:meth:`DeformableDETRRunner._maybe_compile`);
+* ``efficient_conv_bn_eval`` (the batch norms of the backbone folded into
+  their convolutions) also in ``val()`` and ``test()``, not only in
+  ``train()`` (:mod:`.conv_bn_eval`).
 """
 import os.path as osp
 from typing import Dict, Optional
@@ -41,6 +44,7 @@ from mmengine.runner import BaseLoop, Runner
 from ddetr_plugin.datasets.palette import complete_palettes
 from ddetr_plugin.registry import MODEL_WRAPPERS, RUNNERS
 from ddetr_plugin.utils.atomic_file import commit_file, temporary_path
+from .conv_bn_eval import turn_on_conv_bn_eval_from_config
 from .data_seeding import build_seeded_dataloader, seeded_sampler
 from .distributed import init_process_group
 from .random_state import capture_random_state, restore_random_state
@@ -108,6 +112,36 @@ class DeformableDETRRunner(Runner):
         wrapper_cfg.update(model_wrapper_cfg or {})
         return MODEL_WRAPPERS.build(
             wrapper_cfg, default_args=dict(module=model))
+
+    def val(self) -> dict:
+        """``Runner.val`` with the config's ``efficient_conv_bn_eval``
+        (mmengine applies it in ``train()`` only).
+
+        Returns:
+            dict: the validation metrics.
+        """
+        self._turn_on_conv_bn_eval()
+        return super().val()
+
+    def test(self) -> dict:
+        """``Runner.test`` with the config's ``efficient_conv_bn_eval``
+        (mmengine applies it in ``train()`` only).
+
+        Returns:
+            dict: the test metrics.
+        """
+        self._turn_on_conv_bn_eval()
+        return super().test()
+
+    def _turn_on_conv_bn_eval(self) -> None:
+        """Fold the batch norms of the config's ``efficient_conv_bn_eval``
+        modules (:mod:`.conv_bn_eval`) into their convolutions."""
+        model = self.model.module if is_model_wrapper(self.model) \
+            else self.model
+        modules = turn_on_conv_bn_eval_from_config(model, self.cfg)
+        if modules:
+            self.logger.info('Enabling the "efficient_conv_bn_eval" feature '
+                             f'for sub-modules: {modules}')
 
     def _maybe_compile(self, target: str) -> None:
         """``compile`` of the config (mmengine's switch: True, or
