@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from helpers.tiny_training import bccd_annotations
 from mmengine.registry import DefaultScope
 
 
@@ -44,3 +45,10 @@ def plugin_scope():
     """
     with DefaultScope.overwrite_default_scope('ddetr_plugin'):
         yield
+
+
+@pytest.fixture(scope='module')
+def bccd_first_4(tmp_path_factory):
+    """COCO json of the first 4 real BCCD training images (the shipped
+    configs' short training runs)."""
+    return bccd_annotations(tmp_path_factory.mktemp('bccd'), 4)

@@ -21,7 +21,6 @@ from helpers.ddetr_model_utils import (assert_same_detections,
                                        load_mmdet_config, load_our_config,
                                        make_batch, perturb_)
 from helpers.paths import REPO_ROOT
-from helpers.tiny_training import bccd_annotations
 from mmengine.config import Config
 from ddetr_plugin.converters import mmdet_to_ddetr
 from ddetr_plugin.models.layers import (CdnQueryGenerator,
@@ -336,11 +335,6 @@ def test_bccd_config_is_the_demo_with_dino(plugin_scope):
     assert type(model).__name__ == 'DINO'
     assert model.transformer.decoder.num_layers == 3
     assert cfg.train_cfg.max_epochs < demo.train_cfg.max_epochs
-
-
-@pytest.fixture(scope='module')
-def bccd_first_4(tmp_path_factory):
-    return bccd_annotations(tmp_path_factory.mktemp('bccd'), 4)
 
 
 @pytest.mark.slow

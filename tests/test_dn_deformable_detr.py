@@ -12,9 +12,12 @@ import math
 
 import pytest
 import torch
+from helpers.bccd_config_run import shrink_coco_r50, train_and_test_on_bccd
 from helpers.ddetr_model_utils import (VARIANTS, build_our_model,
                                        load_our_config, make_batch, perturb_,
                                        set_dropout_)
+from helpers.paths import REPO_ROOT
+from mmengine.config import Config
 from torch.testing import assert_close
 
 from ddetr_plugin.models.layers.positional_encoding import sine_embedding
@@ -167,3 +170,25 @@ def test_denoising_and_one2many_queries_are_refused(models):
             dn_label_query=torch.zeros(1, 2, transformer.embed_dims),
             dn_bbox_query=torch.zeros(1, 2, 4),
             dn_mask=torch.zeros(2 + 36, 2 + 36, dtype=torch.bool))
+
+
+DN_CONFIGS = sorted(
+    (REPO_ROOT / 'configs' / 'dn_deformable_detr').glob('*.py'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', DN_CONFIGS, ids=lambda p: p.stem)
+def test_config_trains_on_real_bccd(path, bccd_first_4, tmp_path):
+    """Each config, its model shrunk where it is a COCO R50 one, trains one
+    epoch on 4 real BCCD images (the denoising losses logged) and tests."""
+    cfg = Config.fromfile(path)
+    assert cfg.model.type == 'DNDeformableDETR'
+    if cfg.model.backbone.type == 'ResNet':
+        shrink_coco_r50(cfg.model)
+    runner, metrics = train_and_test_on_bccd(cfg, bccd_first_4, tmp_path)
+    assert runner.iter == 2
+    logged = runner.message_hub.log_scalars
+    for name in ('train/loss_cls', 'train/enc_loss_cls',
+                 'train/dn_loss_cls', 'train/dn_loss_bbox'):
+        assert name in logged, sorted(logged)
+    assert 'coco/bbox_mAP' in metrics

@@ -17,7 +17,6 @@ from helpers.ddetr_model_utils import (VARIANTS, build_our_model,
                                        set_dropout_)
 from helpers.bccd_config_run import shrink_coco_r50, train_and_test_on_bccd
 from helpers.paths import REPO_ROOT
-from helpers.tiny_training import bccd_annotations
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
@@ -305,11 +304,6 @@ def test_configs_build_the_hybrid_detector(name, plugin_scope):
     if 'coco' in name:
         assert cfg.train_cfg == plain.train_cfg
         assert cfg.param_scheduler == plain.param_scheduler
-
-
-@pytest.fixture(scope='module')
-def bccd_first_4(tmp_path_factory):
-    return bccd_annotations(tmp_path_factory.mktemp('bccd'), 4)
 
 
 @pytest.mark.slow
