@@ -17,6 +17,11 @@ Each peer computes the same function as one of our models:
   (:func:`ddetr_plugin.deployment.export_onnx`) of ``ours`` at the same
   static size and batch, from normalised images.
 
+Each model runs as its config sets it up: ours with our runtime's
+``efficient_conv_bn_eval`` (the backbone's batch norms folded into its
+convolutions, as our runner and ``tools/infer.py`` do), mmdet's config
+without it, HF's as the library ships it.
+
 The largest difference of each pair's scores is printed (they must agree
 within 1e-3). Inputs: random images of ``--size`` (640x480), batch 1 and 2;
 runs alternate between the models after one warm-up each; the medians of

@@ -12,6 +12,10 @@ mode without gradients. Runs alternate ours/mmdet and the medians are
 reported with their ratio; mmdet runs mmcv's MSDA (its pure-PyTorch fallback
 on CPU).
 
+Each model runs as its config sets it up: ours with our runtime's
+``efficient_conv_bn_eval`` (the backbone's batch norms folded into its
+convolutions, as our runner does), mmdet's config without it.
+
 The floor: one more step of ours under ``torch.profiler``; the self time of
 the matrix products and convolutions (forward and backward: ``aten::mm``,
 ``addmm``, ``bmm``, ``mkldnn_convolution``, ``convolution_backward``, ...)
