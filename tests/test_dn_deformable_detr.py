@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 from helpers.bccd_config_run import shrink_coco_r50, train_and_test_on_bccd
-from helpers.ddetr_model_utils import (VARIANTS, build_our_model,
-                                       load_our_config, make_batch, perturb_,
-                                       set_dropout_)
+from helpers.ddetr_model_utils import (VARIANTS, assert_same_eval_outputs,
+                                       build_our_model, load_our_config,
+                                       make_batch, perturb_, set_dropout_)
 from helpers.paths import REPO_ROOT
 from mmengine.config import Config
 from torch.testing import assert_close
@@ -57,25 +57,11 @@ def _preprocess(model, training, **batch_args):
     return model.data_preprocessor(make_batch(**batch_args), training)
 
 
-@torch.no_grad()
 def test_inference_is_the_plain_models(models):
     """Eval mode: no denoising query is built; outputs are bitwise the
     plain config's with the same (loaded) weights."""
     plain, denoising = models
-    plain.eval()
-    denoising.eval()
-    data = _preprocess(plain, False)
-    plain_outputs = plain(**copy.deepcopy(data), mode='tensor')
-    dn_outputs = denoising(**copy.deepcopy(data), mode='tensor')
-    assert dn_outputs[0].shape[2] == plain.transformer.num_queries
-    for ours, theirs in zip(dn_outputs, plain_outputs):
-        assert torch.equal(ours, theirs)
-    plain_preds = plain(**copy.deepcopy(data), mode='predict')
-    dn_preds = denoising(**copy.deepcopy(data), mode='predict')
-    for ours, theirs in zip(dn_preds, plain_preds):
-        for key in ('scores', 'labels', 'bboxes'):
-            assert torch.equal(ours.pred_instances[key],
-                               theirs.pred_instances[key])
+    assert_same_eval_outputs(plain, denoising, _preprocess(plain, False))
 
 
 @pytest.mark.parametrize('empty_gt', [False, True])

@@ -12,9 +12,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from helpers.ddetr_model_utils import (VARIANTS, build_our_model,
-                                       load_our_config, make_batch, perturb_,
-                                       set_dropout_)
+from helpers.ddetr_model_utils import (VARIANTS, assert_same_eval_outputs,
+                                       build_our_model, load_our_config,
+                                       make_batch, perturb_, set_dropout_)
 from helpers.bccd_config_run import shrink_coco_r50, train_and_test_on_bccd
 from helpers.paths import REPO_ROOT
 from mmengine.config import Config
@@ -82,25 +82,11 @@ def test_ground_truth_repeated_in_blocks():
         repeat_ground_truth(gt, 0)
 
 
-@torch.no_grad()
 def test_inference_is_the_plain_models(models):
     """Eval mode: no one-to-many query is built; outputs are bitwise the
     plain config's with the same (loaded) weights."""
     plain, hybrid = models
-    plain.eval()
-    hybrid.eval()
-    data = _preprocess(plain, False)
-    plain_cls, plain_boxes = plain(**copy.deepcopy(data), mode='tensor')
-    hybrid_cls, hybrid_boxes = hybrid(**copy.deepcopy(data), mode='tensor')
-    assert hybrid_cls.shape[2] == plain.transformer.num_queries
-    assert torch.equal(hybrid_cls, plain_cls)
-    assert torch.equal(hybrid_boxes, plain_boxes)
-    plain_preds = plain(**copy.deepcopy(data), mode='predict')
-    hybrid_preds = hybrid(**copy.deepcopy(data), mode='predict')
-    for ours, theirs in zip(hybrid_preds, plain_preds):
-        for key in ('scores', 'labels', 'bboxes'):
-            assert torch.equal(ours.pred_instances[key],
-                               theirs.pred_instances[key])
+    assert_same_eval_outputs(plain, hybrid, _preprocess(plain, False))
 
 
 @pytest.mark.parametrize('empty_gt', [False, True])

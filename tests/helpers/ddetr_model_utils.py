@@ -135,6 +135,27 @@ def make_batch(empty_gt: bool = False, seed: int = 0) -> dict:
     return dict(inputs=inputs, data_samples=data_samples)
 
 
+def assert_same_eval_outputs(plain: nn.Module, other: nn.Module,
+                             data: dict) -> None:
+    """``other`` in eval mode gives bitwise ``plain``'s raw outputs
+    (``mode='tensor'``, only ``plain``'s queries) and detections on the
+    preprocessed ``data``; both models are put in eval mode."""
+    plain.eval()
+    other.eval()
+    with torch.no_grad():
+        plain_outputs = plain(**copy.deepcopy(data), mode='tensor')
+        other_outputs = other(**copy.deepcopy(data), mode='tensor')
+        assert other_outputs[0].shape[2] == plain.transformer.num_queries
+        for ours, theirs in zip(other_outputs, plain_outputs):
+            assert torch.equal(ours, theirs)
+        plain_preds = plain(**copy.deepcopy(data), mode='predict')
+        other_preds = other(**copy.deepcopy(data), mode='predict')
+    for ours, theirs in zip(other_preds, plain_preds):
+        for key in ('scores', 'labels', 'bboxes'):
+            assert torch.equal(ours.pred_instances[key],
+                               theirs.pred_instances[key])
+
+
 def assert_same_detections(our: InstanceData, their: InstanceData,
                            rtol: float, atol: float) -> None:
     """Same sorted scores; the same (label, box) for every detection, where
