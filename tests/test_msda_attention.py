@@ -83,3 +83,58 @@ def test_torch_compile_fullgraph_module():
     compiled = torch.compile(ours, fullgraph=True)
     torch.testing.assert_close(compiled(**kwargs), ours(**kwargs),
                                atol=1e-5, rtol=1e-5)
+
+
+def _ops_run(fn):
+    with torch.profiler.profile() as prof:
+        out = fn()
+    return out, {event.name for event in prof.events()}
+
+
+def test_unpadded_values_are_not_copied():
+    # no padded token: the zeroing is skipped (no masked_fill, no copy of
+    # the values), and the output is that of no mask at all
+    ours, _ = _pair(batch_first=True)
+    kwargs = _inputs(2, 7, False, True)
+    kwargs['key_padding_mask'] = torch.zeros_like(kwargs['key_padding_mask'])
+    out, ops = _ops_run(lambda: ours(**kwargs))
+    assert 'aten::masked_fill' not in ops
+    assert torch.equal(out, ours(**{**kwargs, 'key_padding_mask': None}))
+    # a padded token: zeroed
+    kwargs['key_padding_mask'][1, :5] = True
+    padded, ops = _ops_run(lambda: ours(**kwargs))
+    assert 'aten::masked_fill' in ops
+    assert not torch.equal(padded, out)
+
+
+@pytest.mark.parametrize('capture', ['trace', 'export'])
+def test_captured_graph_zeroes_padding(capture):
+    # captured from a batch without padding, the graph still zeroes the
+    # padded values of later inputs (the ONNX export captures as `export`)
+    ours, _ = _pair(batch_first=True)
+    kwargs = _inputs(2, 7, False, True)
+    padded_mask = kwargs['key_padding_mask']
+    assert padded_mask.any()
+    names = ('query', 'value', 'query_pos', 'key_padding_mask',
+             'reference_points', 'spatial_shapes', 'level_start_index')
+
+    def positional(mask):
+        return tuple(kwargs[n] if n != 'key_padding_mask' else mask
+                     for n in names)
+
+    class Positional(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.attention = ours
+
+        def forward(self, *args):
+            return self.attention(**dict(zip(names, args)))
+
+    unpadded = positional(torch.zeros_like(padded_mask))
+    if capture == 'trace':
+        graph = torch.jit.trace(Positional(), unpadded, check_trace=False)
+    else:
+        graph = torch.export.export(Positional(), unpadded).module()
+    torch.testing.assert_close(
+        graph(*positional(padded_mask)), ours(**kwargs), atol=0, rtol=0)

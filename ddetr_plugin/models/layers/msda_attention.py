@@ -10,6 +10,31 @@ from ddetr_plugin.ops import multi_scale_deformable_attn
 from ddetr_plugin.registry import MODELS
 
 
+def has_padding(key_padding_mask: torch.Tensor) -> bool:
+    """Whether zeroing the values at ``key_padding_mask`` can change them.
+
+    In eager mode on the CPU, True only where some token is padded: a
+    batch of one image, or of images of one size (BCCD's, any resized to a
+    fixed size), has none, and ``masked_fill`` with an all-False mask is an
+    identity that costs a copy of ``value`` forward and of its gradient
+    backward (12 copies of (B, S, C) per Deformable DETR step). Always True
+    when the graph is traced or compiled (``torch.jit.trace``,
+    ``torch.export`` and the ONNX export, ``torch.compile``), which must
+    hold for any mask, and on other devices, where reading the mask back
+    would stall the device.
+
+    Args:
+        key_padding_mask (Tensor): (B, S) bool, True at padded tokens.
+
+    Returns:
+        bool
+    """
+    if (key_padding_mask.device.type != 'cpu' or torch.jit.is_tracing()
+            or torch.jit.is_scripting() or torch.compiler.is_compiling()):
+        return True
+    return bool(key_padding_mask.any())
+
+
 @MODELS.register_module()
 class MultiScaleDeformableAttention(BaseModule):
     """Multi-scale deformable attention, Zhu et al., arXiv 2010.04159, Eq. (3).
@@ -149,7 +174,7 @@ class MultiScaleDeformableAttention(BaseModule):
         batch, num_value = value.shape[:2]
 
         value = self.value_proj(value)
-        if key_padding_mask is not None:
+        if key_padding_mask is not None and has_padding(key_padding_mask):
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         value = value.view(batch, num_value, self.num_heads, -1)
         sampling_locations, attention_weights = self.sampling_points(
