@@ -17,6 +17,16 @@
 // within 2^-33 of 1) no element is kept: the output is input * 0 (zeros for
 // finite input; NaN where input is inf or NaN), as torch's CPU dropout at
 // p == 1, and never a kept element scaled by 1 / (1 - p) ~ 1e10.
+//
+// relu_counter_dropout(input, p, seed) is counter_dropout(relu(input), p,
+// seed), bit for bit, in one pass: the FFN's activation and dropout without
+// the intermediate tensor. Its gradient needs only the output:
+//
+//   relu_counter_dropout_backward(grad_output, output, p)[i] =
+//       output[i] > 0 ? grad_output[i] / (1 - p) : 0,
+//
+// since an output element is > 0 exactly where it was kept and its input
+// was > 0 (0 everywhere when no element is kept).
 // Python: ddetr_plugin/ops/counter_dropout.py.
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -25,6 +35,10 @@ namespace ddetr_plugin {
 
 TORCH_LIBRARY_FRAGMENT(ddetr_plugin, m) {
   m.def("counter_dropout(Tensor input, float p, int seed) -> Tensor");
+  m.def("relu_counter_dropout(Tensor input, float p, int seed) -> Tensor");
+  m.def(
+      "relu_counter_dropout_backward(Tensor grad_output, Tensor output, "
+      "float p) -> Tensor");
 }
 
 }  // namespace ddetr_plugin

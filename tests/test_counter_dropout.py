@@ -12,6 +12,11 @@ count and instruction set, with the variant that ran asserted; ``p`` within
 1e-9 of 1 and ``p == 1`` (nothing or next to nothing kept, finite, as torch
 at ``p == 1``); dtypes; the op's schema, fake kernel and autograd
 registration (``opcheck``); and the transformer with it.
+
+``relu_counter_dropout`` (ReLU and dropout in one pass) is checked against
+the two steps it fuses, ``counter_dropout(relu(x))``: the same output and
+gradients bit for bit from the same random state, ``gradcheck`` in
+float64, ``opcheck``, and the FFN fusion that ``use_counter_dropout`` does.
 """
 import math
 import os
@@ -23,13 +28,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers.cpu_variants import highest_variant, variants_this_cpu_runs
+
+from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from ddetr_plugin.models.layers import CounterDropout, use_counter_dropout
+from ddetr_plugin.models.layers import (CounterDropout, ReLUCounterDropout,
+                                        use_counter_dropout)
 from ddetr_plugin.ops import (counter_dropout, cpu_kernel_variant,
-                              last_cpu_kernel_variant)
+                              last_cpu_kernel_variant, relu_counter_dropout)
 
 OP = torch.ops.ddetr_plugin.counter_dropout
+RELU_OP = torch.ops.ddetr_plugin.relu_counter_dropout
+RELU_BACKWARD_OP = torch.ops.ddetr_plugin.relu_counter_dropout_backward
 
 pytestmark = pytest.mark.usefixtures('plugin_scope')
 
@@ -347,6 +357,120 @@ def test_configs_turn_it_on(config):
     layers = [m for m in model.transformer.modules()
               if isinstance(m, nn.Dropout)]
     assert layers and all(isinstance(m, CounterDropout) for m in layers)
-    relus = [m for m in model.transformer.modules()
-             if isinstance(m, nn.ReLU)]
-    assert relus and not any(m.inplace for m in relus)
+    # every FFN's ReLU + dropout is fused; a ReLU left is out of place
+    ffns = [m for m in model.transformer.modules() if type(m) is FFN]
+    assert ffns and all(
+        [type(m) for m in ffn.layers[0]][1:] == [ReLUCounterDropout]
+        for ffn in ffns)
+    assert not any(m.inplace for m in model.transformer.modules()
+                   if isinstance(m, nn.ReLU))
+
+
+def _two_steps(x, p):
+    return counter_dropout(torch.relu(x), p)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64,
+                                   torch.bfloat16])
+@pytest.mark.parametrize('p', [0.1, 0.5, math.nextafter(1.0, 0.0), 1.0])
+def test_relu_counter_dropout_is_the_two_steps(p, dtype):
+    """Output and gradient equal ReLU then counter dropout, bit for bit,
+    from the same random state; negative inputs, zeros and NaN included
+    (a NaN input's gradient aside: torch's ReLU passes it, the fused op,
+    which sees only the output, blocks it)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 257, generator=gen).to(dtype)
+    x[0, :5] = torch.tensor([0.0, -0.0, float('nan'), -1e-30, 1e-30])
+    grad = torch.randn(x.shape, generator=gen).to(dtype)
+    outputs, grads = [], []
+    for fn in (relu_counter_dropout, _two_steps):
+        leaf = x.clone().requires_grad_()
+        torch.manual_seed(7)
+        out = fn(leaf, p)
+        out.backward(grad)
+        outputs.append(out.detach())
+        grads.append(leaf.grad)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0,
+                               equal_nan=True)
+    finite = ~x.isnan()
+    torch.testing.assert_close(grads[0][finite], grads[1][finite], rtol=0,
+                               atol=0)
+    assert outputs[0][0, 2].isnan() and grads[0][0, 2] == 0
+
+
+def test_relu_counter_dropout_gradcheck():
+    """float64 gradcheck of the op with a fixed seed (inputs kept away from
+    the ReLU's kink at 0)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 33, generator=gen, dtype=torch.float64) + 0.1
+    x = (x * torch.randint(0, 2, x.shape, generator=gen) * 2 - x)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: RELU_OP(t, 0.4, 99), (x, ))
+
+
+@pytest.mark.parametrize('p', [0.3, math.nextafter(1.0, 0.0), 1.0])
+def test_relu_counter_dropout_opcheck(p):
+    """Schema, fake kernels, autograd registration and AOT dispatch of the
+    op and its backward."""
+    x = torch.randn(5, 7, requires_grad=True)
+    torch.library.opcheck(RELU_OP, (x, p, 1234))
+    out = RELU_OP(x.detach(), p, 1234)
+    torch.library.opcheck(RELU_BACKWARD_OP, (torch.randn(5, 7), out, p))
+
+
+def test_relu_counter_dropout_identity_and_errors():
+    x = torch.randn(4, 5)
+    assert torch.equal(relu_counter_dropout(x, 0.5, training=False),
+                       torch.relu(x))
+    assert torch.equal(relu_counter_dropout(x, 0.0), torch.relu(x))
+    for p in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r'p must be in \[0, 1\]'):
+            relu_counter_dropout(x, p)
+        with pytest.raises(ValueError, match=r'p must be in \[0, 1\]'):
+            RELU_OP(x, p, 0)
+    with pytest.raises(TypeError, match='floating point'):
+        RELU_OP(torch.ones(3, dtype=torch.long), 0.5, 0)
+    with pytest.raises(ValueError, match='grad_output of shape'):
+        RELU_BACKWARD_OP(torch.ones(3), torch.ones(4), 0.5)
+    with pytest.raises(TypeError, match='grad_output is'):
+        RELU_BACKWARD_OP(torch.ones(3, dtype=torch.float64), torch.ones(3),
+                         0.5)
+
+
+def test_ffn_relu_and_dropout_are_fused():
+    """mmcv's FFN (Linear, ReLU, Dropout, Linear, Dropout): the ReLU and its
+    dropout become one ReLUCounterDropout; keys, outputs and gradients in
+    training (same random state) and in eval are those of ReLU + counter
+    dropout unfused."""
+    torch.manual_seed(0)
+    fused = FFN(embed_dims=8, feedforward_channels=16, ffn_drop=0.3,
+                act_cfg=dict(type='ReLU', inplace=False))
+    unfused = FFN(embed_dims=8, feedforward_channels=16, ffn_drop=0.3,
+                  act_cfg=dict(type='ReLU', inplace=False))
+    unfused.load_state_dict(fused.state_dict())
+    keys = list(fused.state_dict())
+    assert use_counter_dropout(fused) == 2
+    # unfused: the plain swap, ReLU left in place
+    unfused.layers[0][2] = CounterDropout(0.3)
+    unfused.layers[2] = CounterDropout(0.3)
+    assert [type(m) for m in fused.layers[0]][1:] == [ReLUCounterDropout]
+    assert fused.layers[0][1].p == 0.3
+    assert list(fused.state_dict()) == keys
+    x = torch.randn(2, 40, 8)
+    for training in (True, False):
+        results = []
+        for model in (fused, unfused):
+            model.train(training)
+            model.zero_grad()
+            torch.manual_seed(5)
+            out = model(x)
+            out.square().sum().backward()
+            results.append((out.detach(), [q.grad for q in
+                                           model.parameters()]))
+        assert torch.equal(results[0][0], results[1][0])
+        for g, g_ref in zip(results[0][1], results[1][1]):
+            assert torch.equal(g, g_ref)
+    # a ReLU before something else, or a lone dropout, is not fused
+    seq = nn.Sequential(nn.ReLU(), nn.Linear(2, 2), nn.Dropout(0.1))
+    use_counter_dropout(seq)
+    assert [type(m) for m in seq] == [nn.ReLU, nn.Linear, CounterDropout]

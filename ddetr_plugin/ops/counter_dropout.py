@@ -18,6 +18,10 @@ masks differ draw for draw from torch's, so a layer uses it only when asked
 :class:`~ddetr_plugin.models.layers.DeformableDETRTransformer`). Seeds come
 from torch's default CPU generator, so ``torch.manual_seed`` (mmengine's
 ``randomness.seed``) makes runs reproducible and resumable as before.
+
+``torch.ops.ddetr_plugin.relu_counter_dropout`` is the same dropout of
+``relu(input)`` in one pass (:func:`relu_counter_dropout`), for the FFN's
+activation and dropout.
 """
 import torch
 import torch.nn.functional as F
@@ -39,6 +43,21 @@ def _counter_dropout_fake(input, p, seed):
     return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
+@torch.library.register_fake('ddetr_plugin::relu_counter_dropout')
+def _relu_counter_dropout_fake(input, p, seed):
+    return _counter_dropout_fake(input, p, seed)
+
+
+@torch.library.register_fake('ddetr_plugin::relu_counter_dropout_backward')
+def _relu_counter_dropout_backward_fake(grad_output, output, p):
+    torch._check(
+        grad_output.shape == output.shape,
+        lambda: 'relu_counter_dropout_backward: grad_output of shape '
+        f'{tuple(grad_output.shape)} for an output of shape '
+        f'{tuple(output.shape)}')
+    return _counter_dropout_fake(output, p, 0)
+
+
 def _setup_context(ctx, inputs, output):
     _, ctx.p, ctx.seed = inputs
 
@@ -50,6 +69,23 @@ def _backward(ctx, grad_output):
 
 
 torch.library.register_autograd(_OP, _backward, setup_context=_setup_context)
+
+
+def _relu_setup_context(ctx, inputs, output):
+    ctx.p = inputs[1]
+    ctx.save_for_backward(output)
+
+
+def _relu_backward(ctx, grad_output):
+    # the gradient passes where the output is > 0: kept, and input > 0
+    output, = ctx.saved_tensors
+    return torch.ops.ddetr_plugin.relu_counter_dropout_backward(
+        grad_output, output, ctx.p), None, None
+
+
+torch.library.register_autograd(
+    'ddetr_plugin::relu_counter_dropout', _relu_backward,
+    setup_context=_relu_setup_context)
 
 
 def counter_dropout(input: torch.Tensor, p: float = 0.5,
@@ -89,3 +125,44 @@ def counter_dropout(input: torch.Tensor, p: float = 0.5,
     # one 63-bit draw of torch's CPU generator per call
     seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
     return torch.ops.ddetr_plugin.counter_dropout(input, p, seed)
+
+
+def relu_counter_dropout(input: torch.Tensor, p: float = 0.5,
+                         training: bool = True) -> torch.Tensor:
+    """``counter_dropout(relu(input), p, training)`` in one pass.
+
+    The FFN's activation and dropout (Vaswani et al.'s position-wise FFN,
+    as mmcv's ``FFN`` stacks ``ReLU`` and ``Dropout``) fused: on the CPU in
+    training the op reads the input once, writes the output once, and keeps
+    no ReLU output beside the dropout's; its backward reads only the output
+    (the gradient passes where the output is > 0). The same seed draw,
+    mask and scale as :func:`counter_dropout`, so the output equals
+    ``counter_dropout(torch.relu(input), p, training)`` bit for bit from
+    the same random state, and so do the gradients for finite inputs and
+    gradients (the fused backward gives 0 where the input is NaN, which
+    torch's ReLU backward passes, and where a dropped element's gradient
+    is inf or NaN, which the two steps multiply by 0). Not differentiable
+    twice.
+
+    Args:
+        input (Tensor): any shape, floating point.
+        p (float): probability of zeroing an element, in [0, 1].
+        training (bool): apply dropout; otherwise only the ReLU.
+
+    Returns:
+        Tensor: the shape and dtype of ``input``.
+
+    Raises:
+        ValueError: ``p`` outside [0, 1].
+        TypeError: non-floating ``input``.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(
+            f'relu_counter_dropout: p must be in [0, 1], got {p}')
+    if not training or p == 0.0:
+        return F.relu(input)
+    if p == 1.0 or input.device.type != 'cpu':
+        return F.dropout(F.relu(input), p, True)
+    # the draw of counter_dropout: the same mask from the same state
+    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+    return torch.ops.ddetr_plugin.relu_counter_dropout(input, p, seed)

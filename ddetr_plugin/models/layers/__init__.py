@@ -1,4 +1,5 @@
-from .counter_dropout import CounterDropout, use_counter_dropout
+from .counter_dropout import (CounterDropout, ReLUCounterDropout,
+                              use_counter_dropout)
 from .decoder import (DeformableDETRTransformerDecoder,
                       DeformableDETRTransformerDecoderLayer, refine_boxes)
 from .denoising import CdnQueryGenerator, denoising_self_attn_mask
@@ -13,7 +14,8 @@ from .positional_encoding import SinePositionalEncoding, sine_embedding
 from .transformer import DeformableDETRTransformer
 
 __all__ = [
-    'CounterDropout', 'use_counter_dropout', 'MultiScaleDeformableAttention',
+    'CounterDropout', 'ReLUCounterDropout', 'use_counter_dropout',
+    'MultiScaleDeformableAttention',
     'SinePositionalEncoding', 'sine_embedding', 'DeformableDETRLayerStack',
     'DeformableDETRTransformerEncoderLayer',
     'DeformableDETRTransformerEncoder',
