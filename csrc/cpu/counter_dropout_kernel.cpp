@@ -39,9 +39,11 @@ struct DropoutArgs {
   at::opmath_type<scalar_t> scale;  // 1 / (1 - p); 0 when nothing is kept
 };
 
-template <typename scalar_t>
-void dropout_range(const DropoutArgs<scalar_t>& a, int64_t begin,
-                   int64_t end) {
+// output = (relu ? relu(input) : input) * (kept ? 1 / (1 - p) : 0); relu(x)
+// is (x < 0 ? 0 : x), which keeps NaN as torch's relu does.
+template <bool relu, typename scalar_t>
+inline void masked_scale_range(const DropoutArgs<scalar_t>& a, int64_t begin,
+                               int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t* __restrict__ input = a.input;
   scalar_t* __restrict__ output = a.output;
@@ -55,8 +57,16 @@ void dropout_range(const DropoutArgs<scalar_t>& a, int64_t begin,
         fmix32(fmix32(static_cast<uint32_t>(index) ^ seed_low) ^
                static_cast<uint32_t>(index >> 32) ^ seed_high);
     const acc_t factor = hash >= threshold ? scale : acc_t(0);
-    output[i] = static_cast<scalar_t>(static_cast<acc_t>(input[i]) * factor);
+    acc_t x = static_cast<acc_t>(input[i]);
+    if (relu) x = x < acc_t(0) ? acc_t(0) : x;
+    output[i] = static_cast<scalar_t>(x * factor);
   }
+}
+
+template <typename scalar_t>
+void dropout_range(const DropoutArgs<scalar_t>& a, int64_t begin,
+                   int64_t end) {
+  masked_scale_range<false>(a, begin, end);
 }
 
 // AVX-512 and AVX2 variants for every dtype (cpu_isa.h)
@@ -70,28 +80,11 @@ void run_dropout(const DropoutArgs<scalar_t>& a, int64_t begin, int64_t end) {
 
 // relu_counter_dropout: counter_dropout(relu(input)) in one pass, the mask
 // and scale of counter_dropout with the same seed, so the two give the same
-// output bit for bit. relu(x) is (x < 0 ? 0 : x), which keeps NaN as torch's
-// relu does.
+// output bit for bit.
 template <typename scalar_t>
 void relu_dropout_range(const DropoutArgs<scalar_t>& a, int64_t begin,
                         int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* __restrict__ input = a.input;
-  scalar_t* __restrict__ output = a.output;
-  const uint32_t seed_low = a.seed_low, seed_high = a.seed_high;
-  const uint32_t threshold = a.threshold;
-  const acc_t scale = a.scale;
-#pragma omp simd
-  for (int64_t i = begin; i < end; ++i) {
-    const uint64_t index = static_cast<uint64_t>(i);
-    const uint32_t hash =
-        fmix32(fmix32(static_cast<uint32_t>(index) ^ seed_low) ^
-               static_cast<uint32_t>(index >> 32) ^ seed_high);
-    const acc_t factor = hash >= threshold ? scale : acc_t(0);
-    const acc_t x = static_cast<acc_t>(input[i]);
-    const acc_t relu = x < acc_t(0) ? acc_t(0) : x;
-    output[i] = static_cast<scalar_t>(relu * factor);
-  }
+  masked_scale_range<true>(a, begin, end);
 }
 
 DDETR_ISA_VARIANTS(relu_dropout_range, DropoutArgs)
