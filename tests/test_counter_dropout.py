@@ -32,7 +32,9 @@ from helpers.cpu_variants import highest_variant, variants_this_cpu_runs
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from ddetr_plugin.models.layers import (CounterDropout, ReLUCounterDropout,
+from ddetr_plugin.models.layers import (CounterDropout,
+                                        CounterDropoutMultiheadAttention,
+                                        ReLUCounterDropout,
                                         use_counter_dropout)
 from ddetr_plugin.ops import (counter_dropout, cpu_kernel_variant,
                               last_cpu_kernel_variant, relu_counter_dropout)
@@ -287,8 +289,9 @@ def test_layer_and_swap():
                           nn.Sequential(MMCVDropout(0.2)),
                           nn.MultiheadAttention(4, 2, dropout=0.3),
                           CustomDropout(0.4), nn.Dropout2d(0.5))
-    assert use_counter_dropout(model) == 2
+    assert use_counter_dropout(model) == 3
     assert [type(m) for m in (model[1], model[2][0])] == [CounterDropout] * 2
+    assert type(model[3]) is CounterDropoutMultiheadAttention
     assert (model[1].p, model[2][0].p) == (0.1, 0.2)
     # a dropout with its own forward, and Dropout2d, are left alone
     assert type(model[4]) is CustomDropout
@@ -304,19 +307,18 @@ def test_transformer_with_counter_dropout():
     torch.manual_seed(0)
     ours = _transformer(as_two_stage=False)
     cfg_dropout = 0.1
-    for module in ours.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = cfg_dropout
     plain = _transformer(as_two_stage=False)
     plain.load_state_dict(ours.state_dict())
-    for module in plain.modules():
+    for module in [*ours.modules(), *plain.modules()]:
         if isinstance(module, nn.Dropout):
             module.p = cfg_dropout
+        if isinstance(module, nn.MultiheadAttention):
+            module.dropout = cfg_dropout
     swapped = use_counter_dropout(ours)
     # encoder layer: attention, FFN (2); decoder layer: self-attention
-    # (projection and mmcv's dropout_layer), cross-attention, FFN (2);
-    # 1 encoder + 2 decoder layers
-    assert swapped == 3 + 2 * 5
+    # (attention weights, projection and mmcv's dropout_layer),
+    # cross-attention, FFN (2); 1 encoder + 2 decoder layers
+    assert swapped == 3 + 2 * 6
     gen = torch.Generator().manual_seed(0)
     feats = [torch.randn(2, 32, h, w, generator=gen) for h, w in SHAPES]
     for model in ours, plain:
@@ -474,3 +476,52 @@ def test_ffn_relu_and_dropout_are_fused():
     seq = nn.Sequential(nn.ReLU(), nn.Linear(2, 2), nn.Dropout(0.1))
     use_counter_dropout(seq)
     assert [type(m) for m in seq] == [nn.ReLU, nn.Linear, CounterDropout]
+
+
+@pytest.mark.parametrize('masks', ['none', 'attn_mask', 'both'])
+def test_multihead_attention_with_counter_dropout(masks, monkeypatch):
+    """In training, the swapped nn.MultiheadAttention equals torch's own
+    with its dropout made counter dropout (the reference: torch's code, its
+    ``F.dropout`` patched), outputs and gradients; in eval it is torch's."""
+    torch.manual_seed(0)
+    ours = nn.MultiheadAttention(16, 4, dropout=0.3)
+    reference = nn.MultiheadAttention(16, 4, dropout=0.3)
+    reference.load_state_dict(ours.state_dict())
+    assert use_counter_dropout(ours) == 1
+    assert type(ours) is CounterDropoutMultiheadAttention
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    query = torch.randn(7, 3, 16, generator=gen)
+    key = torch.randn(7, 3, 16, generator=gen)
+    kwargs = {}
+    if masks != 'none':
+        kwargs['attn_mask'] = torch.rand(7, 7, generator=gen) < 0.3
+        kwargs['attn_mask'].fill_diagonal_(False)
+    if masks == 'both':
+        kwargs['key_padding_mask'] = torch.zeros(3, 7, dtype=torch.bool)
+        kwargs['key_padding_mask'][1, -2:] = True
+    torch_dropout = F.dropout
+
+    def run(model, counter):
+        monkeypatch.setattr(
+            F, 'dropout', (lambda x, p, training=True, inplace=False:
+                           counter_dropout(x, p, training))
+            if counter else torch_dropout)
+        model.zero_grad()
+        torch.manual_seed(5)
+        out, weights = model(query, key, query, **kwargs)
+        out.square().sum().backward()
+        return out.detach(), weights, [q.grad for q in model.parameters()]
+
+    for model in ours, reference:
+        model.train()
+    got, want = run(ours, False), run(reference, True)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-6)
+    for g, g_ref in zip(got[2], want[2]):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(6)
+    assert not torch.equal(ours(query, key, query, **kwargs)[0], got[0])
+    for model in ours, reference:
+        model.eval()
+    assert torch.equal(run(ours, False)[0], run(reference, False)[0])

@@ -1,5 +1,6 @@
-from .counter_dropout import (CounterDropout, ReLUCounterDropout,
-                              use_counter_dropout)
+from .counter_dropout import (CounterDropout,
+                              CounterDropoutMultiheadAttention,
+                              ReLUCounterDropout, use_counter_dropout)
 from .decoder import (DeformableDETRTransformerDecoder,
                       DeformableDETRTransformerDecoderLayer, refine_boxes)
 from .denoising import CdnQueryGenerator, denoising_self_attn_mask
@@ -14,7 +15,8 @@ from .positional_encoding import SinePositionalEncoding, sine_embedding
 from .transformer import DeformableDETRTransformer
 
 __all__ = [
-    'CounterDropout', 'ReLUCounterDropout', 'use_counter_dropout',
+    'CounterDropout', 'CounterDropoutMultiheadAttention',
+    'ReLUCounterDropout', 'use_counter_dropout',
     'MultiScaleDeformableAttention',
     'SinePositionalEncoding', 'sine_embedding', 'DeformableDETRLayerStack',
     'DeformableDETRTransformerEncoderLayer',
